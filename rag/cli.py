@@ -1,0 +1,114 @@
+"""The `rag` command: a thin face over the RAG API. The only place (with the UI) that turns errors into text."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rag.config import Settings
+from rag.errors import RagError
+from rag.types import Answer, short_source
+
+EXIT_OK, EXIT_ERROR, EXIT_PARTIAL = 0, 1, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rag", description="Ask questions about your own documents, offline, with citations.")
+    parser.add_argument("--config", help="TOML config file (default: $RAG_CONFIG or ./rag.toml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_index(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--index", type=Path, help="index directory (default: index/, built from seeds/ on first use)")
+        return p
+
+    p = with_index(sub.add_parser("ingest", help="add files or folders to the index"))
+    p.add_argument("paths", nargs="+")
+    p = with_index(sub.add_parser("ask", help="ask a question"))
+    p.add_argument("question")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--model", help="bundled model name, path to a .gguf, or URL of an OpenAI-compatible server")
+    with_index(sub.add_parser("list", help="list indexed documents"))
+    p = with_index(sub.add_parser("delete", help="remove a document by id"))
+    p.add_argument("doc_id")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.load(args.config, model=getattr(args, "model", None), top_k=getattr(args, "top_k", None),
+                                 index_dir=args.index)
+        return COMMANDS[args.command](args, settings)
+    except RagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted; the index on disk is unchanged since its last save", file=sys.stderr)
+        return 130
+
+
+def _open(settings: Settings):
+    from rag.pipeline import RAG
+
+    return RAG.open(settings=settings)
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    report = _open(settings).add(args.paths, progress=True)
+    for info in report.added:
+        print(f"added     {info.id}  {info.chunks:4d} chunks  {info.source}")
+    for info in report.replaced:
+        print(f"replaced  {info.id}  {info.chunks:4d} chunks  {info.source}")
+    if report.unchanged:
+        print(f"unchanged {len(report.unchanged)} document(s) already indexed")
+    for failure in report.failed:
+        print(f"skipped   {failure.path}: {failure.reason}", file=sys.stderr)
+    if report.failed:
+        print(f"{len(report.failed)} file(s) could not be indexed; the others were saved", file=sys.stderr)
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    rag = _open(settings)
+    answer: Answer | None = None
+    for item in rag.stream(args.question):
+        if isinstance(item, Answer):
+            answer = item
+        elif not args.json:
+            print(item, end="", flush=True)
+    assert answer is not None
+    if args.json:
+        print(json.dumps(answer.to_json(), ensure_ascii=False))
+        return EXIT_OK
+    print("\n")
+    print(answer.text if answer.abstained else f"Answer: {answer.text}")
+    for c in answer.citations:
+        page = f", page {c.page}" if c.page else ""
+        print(f"  [{c.n}] {short_source(c.source)}{page}, chars {c.start}-{c.end} (score {c.score:.2f})")
+        print(f"      {c.text[:300]}")
+    for s in answer.unsupported:
+        print(f"  unsupported: {s}")
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    docs = _open(settings).documents()
+    for d in docs:
+        print(f"{d.id}  {d.chunks:5d} chunks  {d.source}")
+    print(f"{len(docs)} document(s)")
+    return EXIT_OK
+
+
+def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
+    info = _open(settings).delete(args.doc_id)
+    print(f"deleted {info.id} ({info.chunks} chunks) {info.source}")
+    return EXIT_OK
+
+
+COMMANDS = {"ingest": cmd_ingest, "ask": cmd_ask, "list": cmd_list, "delete": cmd_delete}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""One settings object, read from `RAG_*` environment variables and an optional TOML file.
+
+Precedence: explicit keyword arguments > environment > config file (`RAG_CONFIG` or ./rag.toml) > defaults.
+Validation happens at construction so a bad value fails before any model is loaded.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from rag.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROMPTS_DIR = PROJECT_ROOT / "prompts"
+SEEDS_DIR = PROJECT_ROOT / "seeds"
+DEFAULT_INDEX_DIR = PROJECT_ROOT / "index"
+
+# Bundled model names; anything else must be a path to a .gguf file or an http(s) URL.
+BUNDLED_MODELS = ("qwen2.5-1.5b", "qwen2.5-0.5b", "smollm2-135m")
+DEFAULT_MODEL = "qwen2.5-1.5b"
+DEFAULT_EMBED_MODEL = "all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str = DEFAULT_MODEL
+    # For an OpenAI-compatible server: the model name it serves, and an API key if it wants one.
+    server_model: str = "default"
+    api_key: str = "not-needed"
+    embed_model: str = DEFAULT_EMBED_MODEL
+    index_dir: Path = DEFAULT_INDEX_DIR
+    top_k: int = 5
+    chunk_size: int = 160  # words per chunk, roughly 200 MiniLM tokens (its window is 256)
+    chunk_overlap: int = 1  # sentences shared by neighbouring chunks
+    threads: int = max(1, os.cpu_count() or 1)
+    context_window: int = 4096
+    max_new_tokens: int = 200
+    temperature: float = 0.0
+    # Refusal: the best passage must reach this cosine similarity, else we refuse without asking the LLM.
+    min_score: float = 0.30
+    max_question_chars: int = 2000
+    cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rag")
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1 or self.top_k > 50:
+            raise ConfigError(f"top_k={self.top_k} is out of range; use 1..50")
+        if self.chunk_size < 20 or self.chunk_size > 2000:
+            raise ConfigError(f"chunk_size={self.chunk_size} is out of range; use 20..2000 words")
+        if self.chunk_overlap < 0 or self.chunk_overlap > 5:
+            raise ConfigError(f"chunk_overlap={self.chunk_overlap} is out of range; use 0..5 sentences")
+        if self.threads < 1:
+            raise ConfigError(f"threads={self.threads} must be at least 1")
+        if not 0.0 <= self.min_score <= 1.0:
+            raise ConfigError(f"min_score={self.min_score} must be between 0 and 1")
+        if not (
+            self.model in BUNDLED_MODELS
+            or self.model.endswith(".gguf")
+            or self.model.startswith(("http://", "https://"))
+        ):
+            raise ConfigError(
+                f"model={self.model!r} is not known; use one of {', '.join(BUNDLED_MODELS)}, "
+                "a path to a .gguf file, or an http(s) URL of an OpenAI-compatible server"
+            )
+
+    def with_(self, **changes: Any) -> "Settings":
+        return replace(self, **changes)
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> "Settings":
+        """Build settings from file, then environment, then explicit overrides (None means unset)."""
+        values: dict[str, Any] = {}
+        path = config_file or os.environ.get("RAG_CONFIG")
+        if path is None and Path("rag.toml").is_file():
+            path = "rag.toml"
+        if path is not None:
+            try:
+                values.update(tomllib.loads(Path(path).read_text(encoding="utf-8")))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        known = {f.name: f for f in fields(cls)}
+        for name in known:
+            env = os.environ.get(f"RAG_{name.upper()}")
+            if env is not None:
+                values[name] = env
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {unknown}; valid: {sorted(known)}")
+        return cls(**{k: _coerce(k, v, known[k].type) for k, v in values.items()})
+
+
+def _coerce(name: str, value: Any, typ: Any) -> Any:
+    typ = str(typ)
+    try:
+        if typ == "int":
+            return int(value)
+        if typ == "float":
+            return float(value)
+        if typ == "Path":
+            return Path(value).expanduser()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}={value!r} is not a valid {typ}") from exc
+    return value

@@ -1,0 +1,140 @@
+"""The wiring: one place where settings pick the parts and the data flows stage to stage.
+
+    ingest: paths -> loading.load -> SentenceChunker.split -> Embedder.embed -> IndexStore (atomic save)
+    ask:    question -> DenseRetriever.retrieve -> Answerer.stream (prompt, LLM, citations, refusal) -> Answer
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from llama_index.core.llms import LLM
+
+from rag import loading
+from rag.answering import Answerer
+from rag.chunking import SentenceChunker
+from rag.config import DEFAULT_INDEX_DIR, SEEDS_DIR, Settings
+from rag.embedding import Embedder, SentenceTransformerEmbedder
+from rag.errors import InputError, LoadError
+from rag.retrieval import DenseRetriever
+from rag.store import IndexStore
+from rag.types import Answer, DocumentInfo, FileFailure, IngestReport, Passage
+
+
+class RAG:
+    """Question answering over one index directory. Thread-safe: writes and generation are serialised."""
+
+    def __init__(self, settings: Settings, store: IndexStore, embedder: Embedder, llm: LLM | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.embedder = embedder
+        m = store.manifest
+        # The index's own chunk settings win over the current config, so one index is chunked one way.
+        self.chunker = SentenceChunker(m.chunk_size, m.chunk_overlap)
+        self.retriever = DenseRetriever(store, embedder)
+        self._llm = llm
+        self._write_lock = threading.RLock()
+        self._llm_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, index_dir: str | Path | None = None, settings: Settings | None = None, *,
+             embedder: Embedder | None = None, llm: LLM | None = None, seed: bool | None = None) -> "RAG":
+        """Open (or create) the index at `index_dir`; the default index is built from seeds/ on first use."""
+        settings = settings or Settings.load()
+        if index_dir is not None:
+            settings = settings.with_(index_dir=Path(index_dir).expanduser())
+        embedder = embedder or SentenceTransformerEmbedder(settings.embed_model, threads=settings.threads)
+        directory = settings.index_dir
+        if IndexStore.exists(directory):
+            store = IndexStore.open(directory, embedder.name, embedder.dim)
+            return cls(settings, store, embedder, llm)
+        store = IndexStore.create(directory, embedder.name, embedder.dim, settings.chunk_size, settings.chunk_overlap)
+        rag = cls(settings, store, embedder, llm)
+        if seed if seed is not None else directory.resolve() == DEFAULT_INDEX_DIR.resolve():
+            rag.add([SEEDS_DIR], only_supported=True)
+        return rag
+
+    # -- ingest -------------------------------------------------------------------------------
+    def add(self, paths: Iterable[str | Path], *, progress: bool = False, only_supported: bool = False) -> IngestReport:
+        """Index files and folders. Bad files are reported and skipped; the rest are saved in one atomic step."""
+        report = IngestReport()
+        files = list(loading.discover(paths))
+        if only_supported:
+            files = [f for f in files if f.suffix.lower() in loading.SUPPORTED_EXTENSIONS]
+        with self._write_lock:
+            changed = False
+            for path in files:
+                try:
+                    doc = loading.load(path)
+                except LoadError as exc:
+                    report.failed.append(FileFailure(path=exc.path, reason=exc.reason))
+                    continue
+                if doc.id in self.store.docs:
+                    report.unchanged.append(doc.id)
+                    continue
+                old = self.store.doc_for_source(doc.source)
+                chunks = self.chunker.split(doc, first_id=self.store.manifest.next_id)
+                vectors = self.embedder.embed([c.text for c in chunks], progress=progress)
+                self.store.reserve_ids(len(chunks))
+                if old is not None:
+                    self.store.remove(old)
+                self.store.add(doc.id, doc.source, len(doc.text), chunks, vectors)
+                info = DocumentInfo(id=doc.id, source=doc.source, chunks=len(chunks), chars=len(doc.text))
+                (report.replaced if old is not None else report.added).append(info)
+                changed = True
+            if changed or not IndexStore.exists(self.store.directory):
+                self.store.save()
+        return report
+
+    def delete(self, doc_id: str) -> DocumentInfo:
+        with self._write_lock:
+            record = self.store.remove(doc_id)
+            self.store.save()
+        return DocumentInfo(id=record.id, source=record.source, chunks=len(record.chunk_ids), chars=record.chars)
+
+    def documents(self) -> list[DocumentInfo]:
+        with self._write_lock:
+            return self.store.documents()
+
+    # -- ask ----------------------------------------------------------------------------------
+    @property
+    def llm(self) -> LLM:
+        if self._llm is None:
+            from rag.llm import build_llm  # loading a model takes seconds; only when first asked
+
+            self._llm = build_llm(self.settings)
+        return self._llm
+
+    def retrieve(self, question: str, top_k: int | None = None) -> list[Passage]:
+        question = self._check(question)
+        with self._write_lock:
+            return self.retriever.retrieve(question, top_k or self.settings.top_k)
+
+    def stream(self, question: str, top_k: int | None = None) -> Iterator[str | Answer]:
+        """Yield answer text as it is generated, then the final Answer (always last)."""
+        question = self._check(question)
+        start = time.perf_counter()
+        passages = self.retrieve(question, top_k)
+        timings = {"retrieve": time.perf_counter() - start}
+        answerer = Answerer(self.llm, min_score=self.settings.min_score)
+        with self._llm_lock:
+            for item in answerer.stream(question, passages, timings):
+                if isinstance(item, Answer):
+                    item.timings["total"] = time.perf_counter() - start
+                yield item
+
+    def ask(self, question: str, top_k: int | None = None) -> Answer:
+        for item in self.stream(question, top_k):
+            if isinstance(item, Answer):
+                return item
+        raise AssertionError("Answerer.stream ended without an Answer")  # a bug, not a user error
+
+    def _check(self, question: str) -> str:
+        if not isinstance(question, str) or not question.strip():
+            raise InputError("the question is empty")
+        if len(question) > self.settings.max_question_chars:
+            raise InputError(f"the question is {len(question):,} characters; the limit is "
+                             f"{self.settings.max_question_chars:,} (RAG_MAX_QUESTION_CHARS)")
+        return question.strip()

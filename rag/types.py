@@ -1,0 +1,148 @@
+"""Typed data that crosses a stage boundary. Each concept is defined once, here."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Document:
+    """A loaded source file. `id` is the content hash, so the same bytes always get the same id."""
+
+    id: str
+    source: str
+    text: str
+    # Sorted (char_offset, page_number) pairs: page of a char is the last entry whose offset <= char.
+    page_starts: tuple[tuple[int, int], ...] = ()
+
+    def page_at(self, offset: int) -> int | None:
+        page = None
+        for start, number in self.page_starts:
+            if start > offset:
+                break
+            page = number
+        return page
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A contiguous span of a document; `start`/`end` are char offsets into `Document.text`."""
+
+    id: int
+    doc_id: str
+    source: str
+    text: str
+    start: int
+    end: int
+    page: int | None = None
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A retrieved span with its relevance score (cosine similarity or fused score)."""
+
+    chunk: Chunk
+    score: float
+    text: str
+    start: int
+    end: int
+
+    @classmethod
+    def of(cls, chunk: Chunk, score: float) -> "Passage":
+        return cls(chunk=chunk, score=score, text=chunk.text, start=chunk.start, end=chunk.end)
+
+
+@dataclass(frozen=True)
+class Citation:
+    n: int
+    text: str
+    source: str
+    page: int | None
+    start: int
+    end: int
+    score: float
+    doc_id: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "text": self.text,
+            "source": self.source,
+            "page": self.page,
+            "start": self.start,
+            "end": self.end,
+            "score": round(float(self.score), 4),
+        }
+
+
+@dataclass(frozen=True)
+class AnswerSentence:
+    """One sentence of the answer with the passage numbers that support it (empty: unsupported)."""
+
+    text: str
+    citations: tuple[int, ...]
+    supported: bool
+
+
+@dataclass
+class Answer:
+    """The single result type of `RAG.ask`; a refusal is an Answer with `abstained=True`."""
+
+    question: str
+    text: str
+    citations: list[Citation]
+    abstained: bool
+    sentences: list[AnswerSentence] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    passages: list[Passage] = field(default_factory=list)
+    refusal_reason: str = ""
+
+    @property
+    def unsupported(self) -> list[str]:
+        return [s.text for s in self.sentences if not s.supported]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "answer": self.text,
+            "abstained": self.abstained,
+            "citations": [c.to_json() for c in self.citations],
+            "unsupported_sentences": self.unsupported,
+            "refusal_reason": self.refusal_reason,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    id: str
+    source: str
+    chunks: int
+    chars: int
+
+
+@dataclass(frozen=True)
+class FileFailure:
+    path: str
+    reason: str
+
+
+@dataclass
+class IngestReport:
+    """What `RAG.add` did: ids added/replaced/unchanged, and every file it had to skip, with why."""
+
+    added: list[DocumentInfo] = field(default_factory=list)
+    replaced: list[DocumentInfo] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: list[FileFailure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def short_source(source: str) -> str:
+    return Path(source).name

@@ -1,0 +1,47 @@
+from rag.citations import attribute, parse_markers, strip_markers, support
+from rag.types import Chunk, Passage
+
+
+def passages(*texts: str) -> list[Passage]:
+    return [Passage.of(Chunk(id=i, doc_id="d", source="/d.txt", text=t, start=0, end=len(t)), 0.5) for i, t in enumerate(texts)]
+
+
+PS = passages(
+    "Washington spent about $110 million to establish the base in northern Niger.",
+    "France withdrew its roughly 1,500 soldiers by the end of 2023.",
+)
+
+
+def test_markers_parse_and_strip():
+    assert parse_markers("A [1]. B [2, 3][4].") == [1, 2, 3, 4]
+    assert strip_markers("It cost $110 million [1].") == "It cost $110 million."
+
+
+def test_support_requires_numbers_and_most_words():
+    assert support("The base cost $110 million.", PS[0].text) >= 0.6
+    assert support("The base cost $120 million.", PS[0].text) == 0.0  # wrong number, same words
+    assert support("Paris is the capital of France.", PS[0].text) < 0.6
+
+
+def test_invalid_markers_removed_and_unmarked_sentence_attached():
+    text, sents = attribute("Washington spent $110 million on the base in Niger [7]. France withdrew 1,500 soldiers.", PS)
+    assert text == "Washington spent $110 million on the base in Niger [1]. France withdrew 1,500 soldiers [2]."
+    assert [s.citations for s in sents] == [(1,), (2,)]
+    assert all(s.supported for s in sents)
+
+
+def test_wrong_citation_is_moved_to_the_supporting_passage():
+    _, sents = attribute("France withdrew about 1,500 soldiers [1].", PS)
+    assert sents[0].citations == (2,)
+
+
+def test_unsupported_sentence_is_flagged():
+    text, sents = attribute("The base cost $110 million [1]. Paris is the capital of France [2].", PS)
+    assert [s.supported for s in sents] == [True, False]
+    assert "Paris is the capital of France." in text and "[2]" not in text
+
+
+def test_contradicting_name_is_not_supported():
+    ps = passages("General Michael Langley leads U.S. Africa Command.")
+    _, sents = attribute("General Stephen Townsend leads Africa Command [1].", ps)
+    assert not sents[0].supported

@@ -1,0 +1,142 @@
+"""The whole flow with fakes: ingest, ask, cite, refuse, bad input. Fast and offline."""
+import re
+
+import pytest
+
+from rag import prompts
+from rag.answering import REFUSAL
+from rag.errors import DocumentNotFound, InputError
+from tests.conftest import SEED_ARTICLE
+from tests.filemakers import make_pdf
+
+
+def answer_from_passage(prompt: str) -> str:
+    """A fake model that copies the sentence with '$110 million' from the passage it was shown."""
+    m = re.search(r"\[(\d+)\] \(from [^)]*\) .*?([^.\n]*\$110 million[^.\n]*\.)", prompt, re.S)
+    return f"{m.group(2).strip()} [{m.group(1)}]" if m else "Not in the documents."
+
+
+def test_ask_cites_the_passage_that_holds_the_answer(make_rag):
+    rag = make_rag(answer_from_passage)
+    report = rag.add([SEED_ARTICLE])
+    assert len(report.added) == 1 and report.ok
+    answer = rag.ask("How much did Washington spend to establish the base in northern Niger?")
+    assert not answer.abstained
+    assert "$110 million" in answer.text
+    assert answer.citations and all("$110 million" in c.text for c in answer.citations)
+    c = answer.citations[0]
+    source_text = SEED_ARTICLE.read_text(encoding="utf-8")
+    assert source_text[c.start:c.end] == c.text
+    assert set(answer.timings) >= {"retrieve", "first_token", "generate", "total"}
+    # the prompt the model saw numbers the passages and carries the question
+    assert "[1] (from niger-us-withdrawal.md)" in rag.llm.prompts[0]
+    assert "Question: How much did Washington spend" in rag.llm.prompts[0]
+
+
+def test_model_answer_from_memory_is_refused(make_rag):
+    rag = make_rag("Paris is the capital of France [1].")
+    rag.add([SEED_ARTICLE])
+    answer = rag.ask("What is the capital of France?")
+    assert answer.abstained and answer.text == REFUSAL and answer.citations == []
+    assert "supported by the passages" in answer.refusal_reason
+
+
+def test_model_refusal_is_kept(make_rag):
+    rag = make_rag("Not in the documents.")
+    rag.add([SEED_ARTICLE])
+    assert rag.ask("Who won the 2018 World Cup?").abstained
+
+
+def test_low_retrieval_score_refuses_without_calling_the_model(make_rag):
+    rag = make_rag("Should never be used [1].", min_score=0.99)
+    rag.add([SEED_ARTICLE])
+    answer = rag.ask("What is the capital of France?")
+    assert answer.abstained and "relevant enough" in answer.refusal_reason
+    assert rag.llm.prompts == []
+
+
+def test_empty_index_refuses(make_rag):
+    answer = make_rag("Anything [1].").ask("Is there anything?")
+    assert answer.abstained
+
+
+def test_stream_yields_tokens_then_answer(make_rag):
+    rag = make_rag(answer_from_passage)
+    rag.add([SEED_ARTICLE])
+    items = list(rag.stream("How much did Washington spend to establish the base in northern Niger?"))
+    tokens, final = items[:-1], items[-1]
+    assert len(tokens) > 3 and all(isinstance(t, str) for t in tokens)
+    assert "$110 million" in "".join(tokens) and final.text.startswith("Washington spent")
+
+
+def test_reingest_same_file_adds_nothing_and_changed_file_replaces(make_rag, tmp_path):
+    rag = make_rag()
+    f = tmp_path / "note.txt"
+    f.write_text("The first version says the bridge opened in 1999.")
+    first = rag.add([f])
+    again = rag.add([f])
+    assert again.unchanged == [first.added[0].id] and not again.added
+    f.write_text("The second version says the bridge opened in 2001.")
+    changed = rag.add([f])
+    assert len(changed.replaced) == 1
+    docs = rag.documents()
+    assert len(docs) == 1 and docs[0].id == changed.replaced[0].id
+    texts = [c.text for c in rag.store.chunks.values()]
+    assert texts == ["The second version says the bridge opened in 2001."]
+
+
+def test_delete_and_list(make_rag):
+    rag = make_rag()
+    info = rag.add([SEED_ARTICLE]).added[0]
+    assert [(d.id, d.chunks) for d in rag.documents()] == [(info.id, info.chunks)]
+    rag.delete(info.id)
+    assert rag.documents() == []
+    with pytest.raises(DocumentNotFound):
+        rag.delete(info.id)
+
+
+def test_bad_files_are_skipped_and_the_rest_indexed(make_rag, tmp_path):
+    rag = make_rag()
+    (tmp_path / "good.txt").write_text("A perfectly good file about cranes.")
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "binary.txt").write_bytes(b"\x00\x01\x02")
+    (tmp_path / "latin.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 garbage")
+    make_pdf(tmp_path / "scan.pdf", [None])
+    (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff")
+    report = rag.add([tmp_path])
+    assert [d.source.rsplit("/", 1)[-1] for d in report.added] == ["good.txt"]
+    failed = {f.path.rsplit("/", 1)[-1]: f.reason for f in report.failed}
+    assert set(failed) == {"empty.txt", "binary.txt", "latin.txt", "broken.pdf", "scan.pdf", "photo.jpg"}
+    assert not report.ok
+    assert len(rag.documents()) == 1
+
+
+def test_bad_questions_and_paths_are_clear_errors(make_rag, tmp_path):
+    rag = make_rag()
+    rag.add([SEED_ARTICLE])
+    with pytest.raises(InputError, match="empty"):
+        rag.ask("   ")
+    with pytest.raises(InputError, match="100,000 characters"):
+        rag.ask("x" * 100_000)
+    with pytest.raises(InputError, match="does not exist"):
+        rag.add([tmp_path / "missing"])
+    assert len(rag.documents()) == 1  # nothing lost
+
+
+def test_index_survives_reopen(make_rag, settings):
+    from rag.pipeline import RAG
+    from rag.testing import FakeEmbedder, FakeLLM
+
+    make_rag().add([SEED_ARTICLE])
+    reopened = RAG.open(settings=settings, embedder=FakeEmbedder(), llm=FakeLLM(), seed=False)
+    assert len(reopened.documents()) == 1
+
+
+def test_every_prompt_renders():
+    for name in prompts.available():
+        values = {v: f"<{v}>" for v in prompts.variables(name)}
+        text = prompts.render(name, **values)
+        assert "{" + "}" not in text
+        for v in values.values():
+            assert v in text
