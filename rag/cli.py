@@ -32,6 +32,18 @@ def _parser() -> argparse.ArgumentParser:
     with_index(sub.add_parser("list", help="list indexed documents"))
     p = with_index(sub.add_parser("delete", help="remove a document by id"))
     p.add_argument("doc_id")
+    p = with_index(sub.add_parser("serve", help="start the web UI"))
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p = with_index(sub.add_parser("eval", help="evaluate answers against a test set"))
+    p.add_argument("testset", nargs="?", help="JSONL or SQuAD v2 JSON test set")
+    p.add_argument("--docs", type=Path, help="documents to index for the test set")
+    p.add_argument("--limit", type=int, help="evaluate only the first N items")
+    p.add_argument("--json", dest="json_out", type=Path, help="write the JSON report here")
+    p.add_argument("--report", type=Path, help="write a Markdown report (with PNG plots beside it) here")
+    p.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"), help="compare two JSON reports")
+    p.add_argument("--model", help="bundled model name, path to a .gguf, or URL of an OpenAI-compatible server")
+    p.add_argument("--top-k", type=int)
     return parser
 
 
@@ -108,7 +120,21 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"ingest": cmd_ingest, "ask": cmd_ask, "list": cmd_list, "delete": cmd_delete}
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.ui import serve  # gradio is heavy; import it only for this command
+
+    serve(settings, host=args.host, port=args.port)
+    return EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.evaluation import run_cli
+
+    return run_cli(args, settings)
+
+
+COMMANDS = {"ingest": cmd_ingest, "ask": cmd_ask, "list": cmd_list, "delete": cmd_delete,
+            "serve": cmd_serve, "eval": cmd_eval}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -107,6 +107,12 @@ class RAG:
             self._llm = build_llm(self.settings)
         return self._llm
 
+    def use_model(self, model: str) -> None:
+        """Switch the LLM (bundled name, .gguf path or server URL); it loads on the next question."""
+        settings = self.settings.with_(model=model)  # validates the name
+        with self._llm_lock:
+            self.settings, self._llm = settings, None
+
     def retrieve(self, question: str, top_k: int | None = None) -> list[Passage]:
         question = self._check(question)
         with self._write_lock:
