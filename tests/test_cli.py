@@ -1,0 +1,61 @@
+"""The CLI's contract: exit codes, messages, JSON shape. Uses fakes through the `_open` seam."""
+import json
+
+import pytest
+
+from rag import cli
+from rag.pipeline import RAG
+from rag.testing import FakeEmbedder, FakeLLM
+from tests.conftest import SEED_ARTICLE
+
+
+@pytest.fixture
+def fake_open(monkeypatch, tmp_path):
+    llm = FakeLLM(["Washington spent about $110 million to establish the base in northern Niger [1]."])
+
+    def _open(settings):
+        return RAG.open(settings=settings.with_(min_score=0.1), embedder=FakeEmbedder(), llm=llm, seed=False)
+
+    monkeypatch.setattr(cli, "_open", _open)
+    return tmp_path / "idx"
+
+
+def test_ingest_reports_failures_by_name_and_exit_code(fake_open, tmp_path, capsys):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "good.txt").write_text("Cranes are tall birds.")
+    (tmp_path / "docs" / "bad.txt").write_bytes(b"\x00\x00")
+    code = cli.main(["ingest", str(tmp_path / "docs"), "--index", str(fake_open)])
+    out, err = capsys.readouterr()
+    assert code == cli.EXIT_PARTIAL
+    assert "good.txt" in out and "bad.txt" in err and "binary" in err
+    assert cli.main(["list", "--index", str(fake_open)]) == 0
+    assert "1 document(s)" in capsys.readouterr().out
+
+
+def test_ask_json_shape(fake_open, capsys):
+    assert cli.main(["ingest", str(SEED_ARTICLE), "--index", str(fake_open)]) == 0
+    capsys.readouterr()
+    assert cli.main(["ask", "--json", "How much did Washington spend on the base?", "--index", str(fake_open)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["abstained"] is False and "$110 million" in data["answer"]
+    assert set(data["citations"][0]) >= {"n", "text", "source", "page", "start", "end", "score"}
+    assert "retrieve" in data["timings"]
+
+
+def test_errors_are_messages_not_tracebacks(fake_open, tmp_path, capsys):
+    assert cli.main(["ingest", str(tmp_path / "missing"), "--index", str(fake_open)]) == cli.EXIT_ERROR
+    assert "error: path does not exist" in capsys.readouterr().err
+    assert cli.main(["ask", "", "--index", str(fake_open)]) == cli.EXIT_ERROR
+    assert "question is empty" in capsys.readouterr().err
+    assert cli.main(["delete", "nope", "--index", str(fake_open)]) == cli.EXIT_ERROR
+    assert "no document with id 'nope'" in capsys.readouterr().err
+
+
+def test_bad_setting_names_the_valid_choices(monkeypatch, capsys):
+    monkeypatch.setenv("RAG_TOP_K", "0")
+    assert cli.main(["list"]) == cli.EXIT_ERROR
+    assert "top_k=0" in capsys.readouterr().err
+    monkeypatch.setenv("RAG_TOP_K", "3")
+    monkeypatch.setenv("RAG_MODEL", "gpt-17")
+    assert cli.main(["list"]) == cli.EXIT_ERROR
+    assert "qwen2.5-0.5b" in capsys.readouterr().err

@@ -1,0 +1,71 @@
+"""Real MiniLM, real FAISS, real default bundled GGUF model, on the seed article (issue 2's acceptance)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rag.answering import REFUSAL
+from rag.errors import IndexMismatchError
+from rag.store import IndexStore
+
+pytestmark = pytest.mark.integration
+
+ANSWERABLE = [
+    ("How much did Washington spend to establish the base in northern Niger?", "110 million"),
+    ("In which city is Air Base 201?", "Agadez"),
+    ("Who was the president of Niger detained in the coup?", "Bazoum"),
+    ("When did the coup in Niger take place?", "2023"),
+    ("Who led the U.S. delegation that travelled to Niamey in March 2024?", "Phee"),
+    ("By what date did all U.S. troops have to leave Niger?", "September 15"),
+    ("How many soldiers did France withdraw from Niger?", "1,500"),
+]
+UNANSWERABLE = [
+    "What is the capital of France?",
+    "Who won the FIFA World Cup in 2018?",
+]
+
+
+@pytest.mark.parametrize("question, expected", ANSWERABLE)
+def test_answers_with_a_citation_that_contains_the_answer(real_rag, question, expected):
+    answer = real_rag.ask(question)
+    assert not answer.abstained, answer.refusal_reason
+    assert expected.lower() in answer.text.lower(), answer.text
+    assert any(expected.lower() in c.text.lower() for c in answer.citations), answer.citations
+
+
+@pytest.mark.parametrize("question", UNANSWERABLE)
+def test_refuses_what_the_article_does_not_say(real_rag, question):
+    answer = real_rag.ask(question)
+    assert answer.abstained, answer.text
+    assert answer.text == REFUSAL and not answer.citations
+
+
+def test_real_embeddings_rank_the_answer_passage_first(real_rag):
+    passages = real_rag.retrieve("How much did Washington spend to establish the base in northern Niger?")
+    assert "$110 million" in passages[0].text
+    assert passages[0].score > 0.5 > passages[-1].score - 0.2
+
+
+def test_index_built_with_minilm_refuses_another_model(real_rag):
+    with pytest.raises(IndexMismatchError, match="all-MiniLM-L6-v2"):
+        IndexStore.open(real_rag.store.directory, "another-model", 768)
+
+
+def test_cli_ask_json(real_rag, tmp_path):
+    """The acceptance command, through the console entry point, on its own fresh index."""
+    index = tmp_path / "cli-index"
+    run = lambda *args: subprocess.run([sys.executable, "-m", "rag.cli", *args], capture_output=True, text=True, timeout=900)
+    from rag.config import SEEDS_DIR
+
+    ingest = run("ingest", str(SEEDS_DIR / "niger-us-withdrawal.md"), "--index", str(index))
+    assert ingest.returncode == 0, ingest.stderr
+    out = run("ask", "--json", "How much did Washington spend to establish the base in northern Niger?", "--index", str(index))
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert set(data) >= {"answer", "abstained", "citations", "timings"}
+    assert "110 million" in data["answer"] and not data["abstained"]
+    assert any("$110 million" in c["text"] for c in data["citations"])
+    assert set(data["citations"][0]) >= {"n", "text", "source", "page", "start", "end", "score"}
+    refused = json.loads(run("ask", "--json", "What is the capital of France?", "--index", str(index)).stdout)
+    assert refused["abstained"] and refused["answer"] == REFUSAL
