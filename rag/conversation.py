@@ -1,0 +1,109 @@
+"""Conversation: rewrite a follow-up question into a standalone one before retrieval.
+
+"and when did that happen?" retrieves nothing useful on its own; with the conversation it becomes
+"When did the U.S. withdrawal from Niger happen?". The rewrite is one short LLM call with the prompt
+file `prompts/condense.txt`. It is only made when there is history, and its output is checked: an
+empty, runaway or content-free rewrite falls back to the question as the user typed it.
+
+`RAG.condense` serialises it with the other LLM calls (and the web UI runs every LLM event in one
+queue of concurrency 1), so this module takes no lock of its own.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from llama_index.core.llms import LLM
+
+from rag import prompts
+from rag.answering import is_refusal
+from rag.citations import content_words, strip_markers
+from rag.config import PROMPTS_DIR
+
+log = logging.getLogger(__name__)
+
+# Labels a small model likes to echo before its answer.
+_PREFIX = re.compile(r"^\s*(?:standalone\s+question|rewritten\s+question|question|last\s+question)\s*:\s*", re.I)
+_QUOTES = "\"'`“”‘’«»"
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One exchange of the conversation: the question (as searched) and the answer text."""
+
+    question: str
+    answer: str
+
+
+class QuestionCondenser:
+    """Turns a follow-up into a standalone question using the conversation so far."""
+
+    def __init__(self, llm: LLM, *, prompts_dir: Path = PROMPTS_DIR, max_turns: int = 3,
+                 max_answer_chars: int = 400, max_words: int = 60) -> None:
+        self.llm = llm
+        self.prompts_dir = prompts_dir
+        self.max_turns = max_turns
+        self.max_answer_chars = max_answer_chars
+        self.max_words = max_words
+
+    def history_text(self, history: Sequence[Turn]) -> str:
+        lines = []
+        for turn in list(history)[-self.max_turns:]:
+            answer = " ".join(strip_markers(turn.answer).split())
+            if len(answer) > self.max_answer_chars:
+                answer = answer[: self.max_answer_chars].rsplit(" ", 1)[0] + " ..."
+            lines.append(f"User: {' '.join(turn.question.split())}")
+            lines.append(f"Assistant: {answer}")
+        return "\n".join(lines)
+
+    def prompt(self, question: str, history: Sequence[Turn]) -> str:
+        return prompts.render("condense", self.prompts_dir, history=self.history_text(history),
+                              question=" ".join(question.split()))
+
+    def condense(self, question: str, history: Sequence[Turn]) -> str:
+        """The standalone question; the original when there is no history or the rewrite is unusable."""
+        question = question.strip()
+        if not history or not question:
+            return question
+        raw = self._generate(self.prompt(question, history))
+        rewrite = self.clean(raw)
+        if not self.acceptable(rewrite, question):
+            log.info("condense: rewrite %r rejected; using the question as typed", raw[:200])
+            return question
+        return rewrite
+
+    def _generate(self, prompt: str) -> str:
+        """Stream the completion and stop at the end of its first non-empty line (the question)."""
+        text = ""
+        stream = self.llm.stream_complete(prompt)
+        try:
+            for response in stream:
+                text += response.delta or ""
+                stripped = text.lstrip()
+                if "\n" in stripped or len(stripped.split()) > self.max_words:
+                    break
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        return text
+
+    @staticmethod
+    def clean(raw: str) -> str:
+        lines = [line.strip() for line in raw.strip().splitlines() if line.strip()]
+        if not lines:
+            return ""
+        text = _PREFIX.sub("", lines[0]).strip().strip(_QUOTES).strip()
+        return " ".join(text.split())
+
+    def acceptable(self, rewrite: str, question: str) -> bool:
+        if not rewrite or not content_words(rewrite):
+            return False
+        if is_refusal(rewrite):
+            return False
+        if len(rewrite.split()) > self.max_words or len(rewrite) > max(4 * len(question), 400):
+            return False
+        return True
