@@ -20,7 +20,7 @@ DEFAULT_INDEX_DIR = PROJECT_ROOT / "index"
 
 # Bundled model names; anything else must be a path to a .gguf file or an http(s) URL.
 BUNDLED_MODELS = ("qwen2.5-1.5b", "qwen2.5-0.5b", "smollm2-135m")
-DEFAULT_MODEL = "qwen2.5-1.5b"
+DEFAULT_MODEL = "qwen2.5-0.5b"
 DEFAULT_EMBED_MODEL = "all-MiniLM-L6-v2"
 
 
@@ -42,6 +42,8 @@ class Settings:
     # Refusal: the best passage must reach this cosine similarity, else we refuse without asking the LLM.
     min_score: float = 0.30
     max_question_chars: int = 2000
+    # FAISS index: "auto" picks flat (exact) for small corpora and IVF for large ones (rag/store.py).
+    index_type: str = "auto"
     cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rag")
 
     def __post_init__(self) -> None:
@@ -53,6 +55,8 @@ class Settings:
             raise ConfigError(f"chunk_overlap={self.chunk_overlap} is out of range; use 0..5 sentences")
         if self.threads < 1:
             raise ConfigError(f"threads={self.threads} must be at least 1")
+        if self.index_type not in ("auto", "flat", "hnsw", "ivf"):
+            raise ConfigError(f"index_type={self.index_type!r} is not known; use auto, flat, hnsw or ivf")
         if not 0.0 <= self.min_score <= 1.0:
             raise ConfigError(f"min_score={self.min_score} must be between 0 and 1")
         if not (

@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
@@ -466,6 +467,57 @@ def _build_server_llm(settings: "Settings") -> "LLM":
         raise ModelError(f"cannot set up the server model {settings.model}: {exc}") from exc
 
 
+_LOAD_LOCK = threading.Lock()
+
+
+def _amx_compiled_in() -> bool:
+    """True if this llama.cpp build uses AMX on this CPU (it then puts weights in an AMX buffer).
+
+    ggml's AMX matmul crashes (SIGSEGV/GPF at `ldtilecfg`, llama.cpp issue #20824; fix pending in
+    PR #26954): a prebuilt/`-march=native` wheel on a Sapphire-Rapids-class CPU dies on the first
+    multi-token prompt. When the build has AMX we load models without the "extra" weight buffer
+    types (AMX and CPU repack); a wheel built with GGML_NATIVE=OFF and no AMX keeps repacking.
+    """
+    import llama_cpp
+
+    try:
+        info = llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+    except Exception:  # pragma: no cover - very old or exotic builds
+        return False
+    return "AMX_INT8 = 1" in info
+
+
+def _cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_int8" in line.split()
+    except OSError:
+        pass
+    return True  # cannot tell: stay safe
+
+
+@contextlib.contextmanager
+def _model_params_without_extra_buffers() -> Iterator[None]:
+    """While loading, make llama_cpp.Llama start from model params with use_extra_bufts=False
+    (Llama has no argument for it; it calls llama_cpp.llama_cpp.llama_model_default_params())."""
+    import llama_cpp.llama_cpp as lc
+
+    original = lc.llama_model_default_params
+
+    def defaults():  # type: ignore[no-untyped-def]
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    lc.llama_model_default_params = defaults
+    try:
+        yield
+    finally:
+        lc.llama_model_default_params = original
+
+
 def build_llm(settings: "Settings", *, progress: Callable[[int, int], None] | None = None) -> "LLM":
     """A llama-index LLM for `settings.model`: a bundled name or .gguf path -> LlamaCPP (loaded now,
     seconds), an http(s) URL -> OpenAILike (no network contact until used). Not cached: keep the result."""
@@ -481,15 +533,17 @@ def build_llm(settings: "Settings", *, progress: Callable[[int, int], None] | No
             "pip install llama-index-llms-llama-cpp"
         ) from exc
 
+    avoid_amx = _amx_compiled_in() and _cpu_has_amx()
     try:
-        llm = LlamaCPP(
-            model_path=str(path),
-            temperature=settings.temperature,
-            max_new_tokens=settings.max_new_tokens,
-            context_window=settings.context_window,
-            model_kwargs={"n_threads": settings.threads, "n_batch": 512, "verbose": False},
-            verbose=False,
-        )
+        with _LOAD_LOCK, (_model_params_without_extra_buffers() if avoid_amx else contextlib.nullcontext()):
+            llm = LlamaCPP(
+                model_path=str(path),
+                temperature=settings.temperature,
+                max_new_tokens=settings.max_new_tokens,
+                context_window=settings.context_window,
+                model_kwargs={"n_threads": settings.threads, "n_batch": 512, "verbose": False},
+                verbose=False,
+            )
     except Exception as exc:
         raise ModelError(f"cannot load model {str(path)!r}: {exc}") from exc
 

@@ -447,3 +447,16 @@ def test_qwen05_assembled_checksum_and_streams(qwen05):
     assert prompts[0].startswith("<|im_start|>system\nYou answer in one short sentence.<|im_end|>\n")
     assert prompts[0].endswith("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n")
     assert time.perf_counter() - t0 < 120
+
+
+def test_extra_buffer_types_switched_off_only_while_loading():
+    """The AMX workaround patches llama.cpp's default model params during the load and restores them."""
+    lc = pytest.importorskip("llama_cpp.llama_cpp")
+    original = lc.llama_model_default_params
+    assert original().use_extra_bufts is True
+    with rllm._model_params_without_extra_buffers():
+        assert lc.llama_model_default_params().use_extra_bufts is False
+    assert lc.llama_model_default_params is original
+    with pytest.raises(RuntimeError), rllm._model_params_without_extra_buffers():
+        raise RuntimeError
+    assert lc.llama_model_default_params is original
