@@ -65,21 +65,22 @@ class Answerer:
         timings["generate"] = time.perf_counter() - start
         raw = "".join(parts).strip()
         if is_refusal(raw):
-            yield self._refuse(question, passages, timings, "the model found no answer in the passages")
+            yield self._refuse(question, passages, timings, "the model found no answer in the passages", raw)
             return
-        text, sentences = attribute(raw, passages)
+        text, sentences = attribute(raw, passages, question)
         if not any(s.supported for s in sentences):
-            yield self._refuse(question, passages, timings, "no sentence of the model's answer is supported by the passages")
+            yield self._refuse(question, passages, timings, "no sentence of the model's answer is supported by the passages", raw)
             return
         cited = sorted({n for s in sentences for n in s.citations})
         citations = [_citation(n, passages[n - 1]) for n in cited]
         yield Answer(question=question, text=text, citations=citations, abstained=False,
-                     sentences=sentences, timings=timings, passages=passages)
+                     sentences=sentences, timings=timings, passages=passages, model_text=raw)
 
     @staticmethod
-    def _refuse(question: str, passages: list[Passage], timings: dict[str, float], reason: str) -> Answer:
+    def _refuse(question: str, passages: list[Passage], timings: dict[str, float], reason: str,
+                model_text: str = "") -> Answer:
         return Answer(question=question, text=REFUSAL, citations=[], abstained=True, timings=timings,
-                      passages=passages, refusal_reason=reason)
+                      passages=passages, refusal_reason=reason, model_text=model_text)
 
 
 def _citation(n: int, p: Passage) -> Citation:

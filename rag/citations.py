@@ -20,7 +20,7 @@ STOPWORDS = frozenset(
     these those there their they them he she his her we you your i our not no yes do does did done has have had
     which who whom whose what when where why how than then so such also about into over after before during
     while can could would should will may might must shall very more most other some any all each both only
-    said says say according would""".split()
+    said says say according would based passage passages document documents text mentioned stated states""".split()
 )
 SUPPORT_THRESHOLD = 0.6
 
@@ -59,15 +59,21 @@ def names(text: str) -> set[str]:
     return found
 
 
-def support(sentence: str, passage_text: str) -> float:
-    """Share of the sentence's content words found in the passage; 0 if a number or a name is missing."""
-    words = content_words(sentence)
+def support(sentence: str, passage_text: str, question: str = "") -> float:
+    """How well a passage backs the new information of an answer sentence, 0..1.
+
+    Words the sentence repeats from the question prove nothing, so only the rest is checked: every
+    new number and name must be in the passage (else 0), and the score is the share of the new
+    content words found there. "Paris" in reply to "What is the capital of France?" has one new
+    word, absent from passages about Niger, and scores 0."""
+    qwords = content_words(question)
+    words = content_words(sentence) - qwords or content_words(sentence)
     if not words:
         return 0.0
-    if not numbers(sentence) <= numbers(passage_text):
+    if not numbers(sentence) - numbers(question) <= numbers(passage_text):
         return 0.0
     pwords = content_words(passage_text)
-    if not names(sentence) <= pwords:
+    if not names(sentence) - qwords <= pwords:
         return 0.0
     return len(words & pwords) / len(words)
 
@@ -80,7 +86,8 @@ def parse_markers(text: str) -> list[int]:
     return [int(n) for group in _MARKER.findall(text) for n in re.split(r"\s*,\s*", group)]
 
 
-def attribute(answer: str, passages: list[Passage], threshold: float = SUPPORT_THRESHOLD) -> tuple[str, list[AnswerSentence]]:
+def attribute(answer: str, passages: list[Passage], question: str = "",
+              threshold: float = SUPPORT_THRESHOLD) -> tuple[str, list[AnswerSentence]]:
     """Clean the answer's markers and attach every sentence to the passages that support it.
 
     Markers pointing at no passage are dropped. A marked sentence keeps the cited passages that
@@ -94,7 +101,7 @@ def attribute(answer: str, passages: list[Passage], threshold: float = SUPPORT_T
         if not plain or not content_words(plain):
             continue
         cited = [n for n in dict.fromkeys(parse_markers(raw)) if 1 <= n <= len(passages)]
-        scores = {n: support(plain, passages[n - 1].text) for n in range(1, len(passages) + 1)}
+        scores = {n: support(plain, passages[n - 1].text, question) for n in range(1, len(passages) + 1)}
         backed = tuple(n for n in cited if scores[n] >= threshold)
         if not backed:
             best = max(scores, key=lambda n: scores[n], default=None)

@@ -97,6 +97,7 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)
     passages: list[Passage] = field(default_factory=list)
     refusal_reason: str = ""
+    model_text: str = ""  # what the model said, before markers were cleaned and sentences checked
 
     @property
     def unsupported(self) -> list[str]:
@@ -109,6 +110,7 @@ class Answer:
             "citations": [c.to_json() for c in self.citations],
             "unsupported_sentences": self.unsupported,
             "refusal_reason": self.refusal_reason,
+            "model_text": self.model_text,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
 

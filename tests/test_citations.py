@@ -45,3 +45,14 @@ def test_contradicting_name_is_not_supported():
     ps = passages("General Michael Langley leads U.S. Africa Command.")
     _, sents = attribute("General Stephen Townsend leads Africa Command [1].", ps)
     assert not sents[0].supported
+
+
+def test_words_echoed_from_the_question_prove_nothing():
+    q = "What was the deadline for all US troops to be out of Niger?"
+    ps = passages("A joint statement issued in May set September 15, 2024 as the date by which all U.S. troops would be gone.")
+    _, sents = attribute("The deadline for all US troops to be out of Niger was September 15, 2024 [1].", ps, q)
+    assert sents[0].supported  # "Niger" and "deadline" come from the question, the date from the passage
+    _, sents = attribute("The deadline for all US troops to be out of Niger was October 1, 2024 [1].", ps, q)
+    assert not sents[0].supported
+    _, sents = attribute("Paris.", PS, "What is the capital of France?")
+    assert not sents[0].supported
