@@ -44,6 +44,10 @@ class Settings:
     max_question_chars: int = 2000
     # FAISS index: "auto" picks flat (exact) for small corpora and IVF for large ones (rag/store.py).
     index_type: str = "auto"
+    # Quality switches (issue 5); defaults are the best measured configuration (docs/evaluation.md).
+    retrieval: str = "dense"  # dense | hybrid (dense fused with BM25)
+    context: str = "chunk"  # chunk | sentences (only the sentences that bear on the question)
+    context_words: int = 60  # per passage, when context = sentences
     cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rag")
 
     def __post_init__(self) -> None:
@@ -55,6 +59,12 @@ class Settings:
             raise ConfigError(f"chunk_overlap={self.chunk_overlap} is out of range; use 0..5 sentences")
         if self.threads < 1:
             raise ConfigError(f"threads={self.threads} must be at least 1")
+        if self.retrieval not in ("dense", "hybrid"):
+            raise ConfigError(f"retrieval={self.retrieval!r} is not known; use dense or hybrid")
+        if self.context not in ("chunk", "sentences"):
+            raise ConfigError(f"context={self.context!r} is not known; use chunk or sentences")
+        if not 10 <= self.context_words <= 1000:
+            raise ConfigError(f"context_words={self.context_words} is out of range; use 10..1000")
         if self.index_type not in ("auto", "flat", "hnsw", "ivf"):
             raise ConfigError(f"index_type={self.index_type!r} is not known; use auto, flat, hnsw or ivf")
         if not 0.0 <= self.min_score <= 1.0:

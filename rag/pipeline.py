@@ -19,7 +19,8 @@ from rag.conversation import QuestionCondenser, Turn
 from rag.config import DEFAULT_INDEX_DIR, SEEDS_DIR, Settings
 from rag.embedding import Embedder, SentenceTransformerEmbedder
 from rag.errors import InputError, LoadError
-from rag.retrieval import DenseRetriever
+from rag.context import SentenceSelector
+from rag.retrieval import DenseRetriever, HybridRetriever, Retriever
 from rag.store import IndexStore
 from rag.types import Answer, DocumentInfo, FileFailure, IngestReport, Passage
 
@@ -34,7 +35,9 @@ class RAG:
         m = store.manifest
         # The index's own chunk settings win over the current config, so one index is chunked one way.
         self.chunker = SentenceChunker(m.chunk_size, m.chunk_overlap)
-        self.retriever = DenseRetriever(store, embedder)
+        self.retriever: Retriever = (HybridRetriever(store, embedder) if settings.retrieval == "hybrid"
+                                     else DenseRetriever(store, embedder))
+        self.selector = SentenceSelector(embedder, settings.context_words) if settings.context == "sentences" else None
         self._llm = llm
         self._write_lock = threading.RLock()
         self._llm_lock = threading.Lock()
@@ -136,6 +139,9 @@ class RAG:
         start = time.perf_counter()
         passages = self.retrieve(question, top_k)
         timings = {"retrieve": time.perf_counter() - start}
+        if self.selector is not None and passages:
+            passages = self.selector.select(question, passages)
+            timings["select"] = time.perf_counter() - start - timings["retrieve"]
         answerer = Answerer(self.llm, min_score=self.settings.min_score)
         with self._llm_lock:
             for item in answerer.stream(question, passages, timings):

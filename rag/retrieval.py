@@ -1,9 +1,21 @@
-"""Retrieval: question -> top-k Passages from the store, best first."""
+"""Retrieval: question -> top-k Passages, best first.
+
+`Passage.score` is always the cosine similarity of the question and the chunk, whatever decided the
+order, so the refusal gate reads one calibrated number.
+"""
 from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
 
 from rag.embedding import Embedder
 from rag.store import IndexStore
-from rag.types import Passage
+from rag.types import Chunk, Passage
+
+
+class Retriever(Protocol):
+    def retrieve(self, question: str, k: int) -> list[Passage]: ...
 
 
 class DenseRetriever:
@@ -16,3 +28,63 @@ class DenseRetriever:
     def retrieve(self, question: str, k: int) -> list[Passage]:
         vector = self.embedder.embed([question])[0]
         return [Passage.of(chunk, score) for chunk, score in self.store.search(vector, k)]
+
+
+def reciprocal_rank_fusion(rankings: list[list[int]], k: int, rrf_k: int = 60) -> list[int]:
+    """Fuse ranked id lists: score(id) = sum of 1 / (rrf_k + rank). Ties keep first-list order."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (rrf_k + rank)
+    order: dict[int, int] = {}
+    for ranking in rankings:
+        for item in ranking:
+            order.setdefault(item, len(order))
+    return sorted(scores, key=lambda i: (-scores[i], order[i]))[:k]
+
+
+class HybridRetriever:
+    """Dense FAISS results fused with llama-index's BM25 retriever by reciprocal rank.
+
+    BM25 finds what embeddings blur: names, numbers, rare terms. Its index is rebuilt lazily when
+    the store's contents change (new ids or removed chunks)."""
+
+    def __init__(self, store: IndexStore, embedder: Embedder, pool: int = 3, rrf_k: int = 60) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.pool = pool
+        self.rrf_k = rrf_k
+        self._bm25 = None
+        self._bm25_key: tuple[int, int] | None = None
+
+    def _bm25_retriever(self, top: int):
+        key = (self.store.manifest.next_id, len(self.store.chunks))
+        if self._bm25 is None or self._bm25_key != key:
+            from llama_index.core.schema import TextNode
+            from llama_index.retrievers.bm25 import BM25Retriever
+
+            nodes = [TextNode(id_=str(c.id), text=c.text) for c in self.store.chunks.values()]
+            self._bm25 = BM25Retriever.from_defaults(nodes=nodes, similarity_top_k=top) if nodes else None
+            self._bm25_key = key
+        if self._bm25 is not None:
+            self._bm25.similarity_top_k = min(top, len(self.store.chunks))
+        return self._bm25
+
+    def retrieve(self, question: str, k: int) -> list[Passage]:
+        if not self.store.chunks:
+            return []
+        qv = self.embedder.embed([question])[0]
+        pool = k * self.pool
+        dense = self.store.search(qv, pool)
+        cosine = {c.id: s for c, s in dense}
+        rankings = [[c.id for c, _ in dense]]
+        bm25 = self._bm25_retriever(pool)
+        if bm25 is not None:
+            rankings.append([int(n.node.node_id) for n in bm25.retrieve(question) if (n.score or 0) > 0])
+        fused = reciprocal_rank_fusion(rankings, k, self.rrf_k)
+        missing = [i for i in fused if i not in cosine]
+        if missing:  # BM25-only hits: score them on the same cosine scale as the rest
+            vectors = self.embedder.embed([self.store.chunks[i].text for i in missing])
+            cosine.update({i: float(np.dot(v, qv)) for i, v in zip(missing, vectors)})
+        chunks: list[Chunk] = [self.store.chunks[i] for i in fused]
+        return [Passage.of(c, cosine[c.id]) for c in chunks]
