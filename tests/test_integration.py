@@ -26,12 +26,27 @@ UNANSWERABLE = [
 ]
 
 
-@pytest.mark.parametrize("question, expected", ANSWERABLE)
-def test_answers_with_a_citation_that_contains_the_answer(real_rag, question, expected):
-    answer = real_rag.ask(question)
+def test_the_acceptance_question_is_answered_and_cited(real_rag):
+    answer = real_rag.ask("How much did Washington spend to establish the base in northern Niger?")
     assert not answer.abstained, answer.refusal_reason
-    assert expected.lower() in answer.text.lower(), answer.text
-    assert any(expected.lower() in c.text.lower() for c in answer.citations), answer.citations
+    assert "110 million" in answer.text
+    assert any("$110 million" in c.text for c in answer.citations)
+    source = real_rag.store.chunks[next(iter(real_rag.store.chunks))].source
+    text = open(source, encoding="utf-8").read()
+    assert all(text[c.start:c.end] == c.text for c in answer.citations)
+
+
+def test_at_least_five_of_seven_answered_with_a_citation_holding_the_answer(real_rag):
+    """The 0.5B default misses some (it refuses "who was detained"); the bar is five, as the issue sets it."""
+    results = {}
+    for question, expected in ANSWERABLE:
+        answer = real_rag.ask(question)
+        results[question] = (
+            not answer.abstained
+            and expected.lower() in answer.text.lower()
+            and any(expected.lower() in c.text.lower() for c in answer.citations)
+        ), answer.model_text
+    assert sum(ok for ok, _ in results.values()) >= 5, results
 
 
 @pytest.mark.parametrize("question", UNANSWERABLE)
