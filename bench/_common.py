@@ -1,0 +1,63 @@
+"""Helpers shared by the benchmark scripts: machine facts, load, timing statistics, tables."""
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gib": round(mem, 1), "python": platform.python_version()}
+
+
+def load_average() -> tuple[float, float, float]:
+    return os.getloadavg()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set of this process (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def percentiles_ms(seconds: Sequence[float]) -> tuple[float, float]:
+    a = np.asarray(seconds) * 1e3
+    return float(np.percentile(a, 50)), float(np.percentile(a, 95))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table (pastes into docs/performance.md as is)."""
+    cells = [[_fmt(v) for v in row] for row in rows]
+    width = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, width)) + " |"  # noqa: E731
+    out = [line(headers), "| " + " | ".join("-" * w for w in width) + " |"]
+    out += [line(r) for r in cells]
+    return "\n".join(out)
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        if v >= 100:
+            return f"{v:,.0f}"
+        if v >= 10:
+            return f"{v:.1f}"
+        return f"{v:.3f}" if v < 1 else f"{v:.2f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return str(v)
+
+
+def log(*args: object) -> None:
+    print(*args, file=sys.stderr, flush=True)
