@@ -217,7 +217,7 @@ def run_store(x: np.ndarray, q: np.ndarray, truth: np.ndarray, lat_q: np.ndarray
     found = np.array([[c.id for c, _ in store.search(v, K)] + [-1] * K for v in q])[:, :K]
     p50, p95 = timed_queries(lambda v: store.search(v, K), lat_q)
     size = sum(p.stat().st_size for p in directory.glob("vectors.*.faiss"))
-    row = {"n": n, "index": f"store:{kind}", "params": params + f" (add {added:.0f}s, save {build - added:.0f}s, open {opened:.1f}s)",
+    row = {"n": n, "index": f"store:{kind}", "params": (params + " " if params else "") + f"(add {added:.0f}s, save {build - added:.0f}s, open {opened:.1f}s)",
            "p50_ms": p50, "p95_ms": p95, "recall_at_10": recall_at_k(found, truth), "bytes_per_vector": size / n,
            "build_s": build, "default": True}
     log(f"  {n:>9,} store:{kind:<5} {row['params']}  p50 {p50:7.3f} ms  p95 {p95:7.3f} ms  recall {row['recall_at_10']:.4f}")

@@ -53,9 +53,10 @@ class RAG:
         embedder = embedder or SentenceTransformerEmbedder(settings.embed_model, threads=settings.threads)
         directory = settings.index_dir
         if IndexStore.exists(directory):
-            store = IndexStore.open(directory, embedder.name, embedder.dim)
+            store = IndexStore.open(directory, embedder.name, embedder.dim, index_type=settings.index_type)
             return cls(settings, store, embedder, llm)
-        store = IndexStore.create(directory, embedder.name, embedder.dim, settings.chunk_size, settings.chunk_overlap)
+        store = IndexStore.create(directory, embedder.name, embedder.dim, settings.chunk_size, settings.chunk_overlap,
+                                   index_type=settings.index_type)
         rag = cls(settings, store, embedder, llm)
         if seed if seed is not None else directory.resolve() == DEFAULT_INDEX_DIR.resolve():
             rag.add([SEEDS_DIR], only_supported=True)

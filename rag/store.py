@@ -11,9 +11,9 @@ from `next_id`, which only grows and is persisted, so an id is never reused afte
 (llama-index's FaissMapVectorStore takes ids from `ntotal` and does reuse them).
 
 Index types (chosen when the store is saved, so a whole ingest is converted at most once):
-    flat  IndexIDMap2(IndexFlatIP): exact; the scan costs ~0.4 µs per vector per query (4 ms at 10k).
+    flat  IndexIDMap2(IndexFlatIP): exact; the scan costs ~0.33 µs per vector per query (3 ms at 10k).
     ivf   IndexIVFFlat (inverted lists carry the chunk ids; add_with_ids and remove_ids are native):
-          same memory as flat, ~1 ms per query at 1M with recall@10 >= 0.99 (docs/performance.md).
+          same memory as flat, ~3 ms per query at 1M with recall@10 ~0.998 (docs/performance.md).
     hnsw  IndexIDMap2(IndexHNSWFlat): HNSW cannot remove, so a deleted id becomes a tombstone that
           searches skip (an IDSelector); the graph is rebuilt at save once tombstones pass 10%.
           The tombstones are not stored: they are the ids in the graph that no chunk record has.
@@ -42,9 +42,9 @@ MANIFEST = "manifest.json"
 
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf")
 # Policy, from bench/search.py on 2 cores (docs/performance.md). Flat search is exact and needs no
-# training; it stays under ~10 ms per query up to a few 10k vectors.
-AUTO_ANN_MIN = 50_000  # auto: flat below this many vectors, IVF from here on
-AUTO_FLAT_BELOW = 25_000  # auto: an ANN index shrunk (by deletions) below this goes back to flat
+# training, but scans ~0.33 µs per vector per query: 10 ms at ~30k vectors, 320 ms at 1M.
+AUTO_ANN_MIN = 30_000  # auto: flat below this many vectors, IVF from here on
+AUTO_FLAT_BELOW = 15_000  # auto: an ANN index shrunk (by deletions) below this goes back to flat
 IVF_MIN_VECTORS = 1_000  # forced "ivf": flat until there are enough vectors to train the lists
 IVF_TRAIN_PER_LIST = 40  # training sample: this many vectors per inverted list (faiss wants >= 39)
 HNSW_M = 32

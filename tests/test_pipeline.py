@@ -140,3 +140,8 @@ def test_every_prompt_renders():
         assert "{" + "}" not in text
         for v in values.values():
             assert v in text
+
+
+def test_index_type_setting_reaches_the_store(make_rag):
+    rag = make_rag(index_type="hnsw")
+    assert rag.store.index_type == "hnsw"
