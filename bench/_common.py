@@ -61,3 +61,15 @@ def _fmt(v: object) -> str:
 
 def log(*args: object) -> None:
     print(*args, file=sys.stderr, flush=True)
+
+
+def emit(text: str, result: dict, as_json: bool, load_before: tuple[float, float, float]) -> None:
+    """Print the table (to stderr when --json, so stdout is one JSON object) with the load around the run."""
+    import json
+
+    text += f"\n\nload average before {load_before[0]:.2f}, after {load_average()[0]:.2f}"
+    if as_json:
+        log(text)
+        print(json.dumps(result))
+    else:
+        print(text)

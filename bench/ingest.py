@@ -34,7 +34,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_average, log, machine, peak_rss_mb, table  # noqa: E402
+from _common import emit, load_average, log, machine, peak_rss_mb, table  # noqa: E402
 
 SUFFIXES = ("s", "ed", "ing", "ly", "ness", "ation", "ment", "er", "al", "ity")
 FUNCTION_WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at which "
@@ -396,12 +396,7 @@ def main() -> None:
                                     f"{onnx[f'{k}_min_cosine_to_torch']:.5f}"]
                                    for k, label in (("onnx", "onnxruntime, fp32 (torch.onnx export)"),
                                                     ("onnx_int8", "onnxruntime, dynamic int8"))])
-    text += f"\n\nload average before {load_before[0]:.2f}, after {load_average()[0]:.2f}"
-    if args.json:
-        log(text)
-        print(json.dumps(result))
-    else:
-        print(text)
+    emit(text, result, args.json, load_before)
 
 
 if __name__ == "__main__":

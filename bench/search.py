@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_average, log, machine, peak_rss_mb, percentiles_ms, table  # noqa: E402
+from _common import emit, load_average, log, machine, peak_rss_mb, percentiles_ms, table  # noqa: E402
 
 DIM = 384
 K = 10
@@ -304,12 +304,8 @@ def main() -> None:
                    r["recall_at_10"], r["bytes_per_vector"], r["build_s"], r["peak_rss_mb"]] for r in rows])
     if embed:
         text += f"\n\nquery embedding (MiniLM, one question): p50 {embed['p50_ms']:.1f} ms, p95 {embed['p95_ms']:.1f} ms"
-    text += f"\n\n* = the setting rag/store.py uses. load average before {load_before[0]:.2f}, after {load_average()[0]:.2f}"
-    if args.json:
-        log(text)
-        print(json.dumps(result))
-    else:
-        print(text)
+    text += "\n\n* = the setting rag/store.py uses."
+    emit(text, result, args.json, load_before)
 
 
 if __name__ == "__main__":
