@@ -441,12 +441,12 @@ def test_seed_set_with_the_real_default_model(real_rag, tmp_path):
     m = report.metrics
     summary = json.dumps(m, indent=1)
     assert m["n_errors"] == 0, summary
-    # measured with qwen2.5-1.5b (docs/evaluation.md: contains 0.63, refusal recall 0.83, false refusals
-    # 0.34, citation precision 0.92, hit@5 1.0), minus a margin
-    assert m["contains"] >= 0.5, summary
-    assert m["refusal_recall"] >= 0.6, summary
+    # measured (docs/baselines/seed.json, qwen2.5-0.5b): contains 0.57, refusal recall 0.67 (8 of 12),
+    # false refusals 0.31, citation precision 0.86, hit@5 1.0 -- minus a margin; qwen2.5-1.5b scores higher
+    assert m["contains"] >= 0.45, summary
+    assert m["refusal_recall"] >= 0.5, summary
     assert m["false_refusal_rate"] <= 0.5, summary
-    assert m["citation_precision"] >= 0.75, summary
+    assert m["citation_precision"] >= 0.7, summary
     assert m["hit_at_k"] >= 0.9, summary
     paths = report.write_markdown(tmp_path / "seed.md")
     assert all(p.is_file() for p in paths)
