@@ -109,9 +109,20 @@ def open_tab(page, name: str) -> None:
 
 
 def upload(page, path: Path) -> str:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     open_tab(page, "Documents")
-    page.locator("#rag-upload input[type=file]").set_input_files(str(path))
-    page.locator("#rag-upload").get_by_text(path.name).first.wait_for(timeout=30_000)
+    page.locator("#rag-upload").wait_for(state="visible", timeout=30_000)
+    # The tab's contents mount after the click; a file set on an input that is then re-rendered is
+    # dropped by the browser (seen once in CI). Setting it again is what a person would do.
+    for attempt in range(3):
+        page.locator("#rag-upload input[type=file]").set_input_files(str(path))
+        try:
+            page.locator("#rag-upload").get_by_text(path.name).first.wait_for(timeout=20_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
     page.locator("#rag-upload-btn").click()
     report = page.locator("#rag-upload-report .rag-report")
     report.wait_for(timeout=120_000)
