@@ -82,6 +82,8 @@ class IndexStore:
         self.manifest = manifest
         self.docs = documents
         self.chunks = chunks
+        # source -> doc id, so re-ingesting F files into D documents is O(F), not O(F*D)
+        self._by_source = {d.source: d.id for d in documents.values()}
         self.index_type = index_type
         self._set_index(index)
         if self.kind == "hnsw":  # tombstones: ids still in the graph whose chunk records are gone
@@ -177,6 +179,7 @@ class IndexStore:
         if len(ids):
             self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
         self.docs[doc_id] = DocRecord(id=doc_id, source=source, chars=chars, chunk_ids=[int(i) for i in ids])
+        self._by_source[source] = doc_id
         for chunk in chunks:
             self.chunks[chunk.id] = chunk
 
@@ -184,6 +187,8 @@ class IndexStore:
         record = self.docs.pop(doc_id, None)
         if record is None:
             raise DocumentNotFound(f"no document with id {doc_id!r}; `rag list` shows the ids")
+        if self._by_source.get(record.source) == doc_id:
+            del self._by_source[record.source]
         if record.chunk_ids and self.kind == "hnsw":
             self._deleted.update(record.chunk_ids)
             self._params = None
@@ -194,7 +199,7 @@ class IndexStore:
         return record
 
     def doc_for_source(self, source: str) -> str | None:
-        return next((d.id for d in self.docs.values() if d.source == source), None)
+        return self._by_source.get(source)
 
     # -- reading ------------------------------------------------------------------------------
     def search(self, query: np.ndarray, k: int) -> list[tuple[Chunk, float]]:

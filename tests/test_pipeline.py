@@ -85,6 +85,32 @@ def test_reingest_same_file_adds_nothing_and_changed_file_replaces(make_rag, tmp
     assert texts == ["The second version says the bridge opened in 2001."]
 
 
+def test_many_files_are_embedded_in_few_batches_and_each_chunk_keeps_its_own_vector(make_rag, tmp_path, monkeypatch):
+    from rag import pipeline
+    from rag.testing import FakeEmbedder
+
+    monkeypatch.setattr(pipeline, "EMBED_BATCH_CHUNKS", 10)
+    embedder = FakeEmbedder()
+    rag = make_rag(embedder=embedder)
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for i in range(25):  # one chunk each; the same text twice must count once
+        (folder / f"n{i:02d}.txt").write_text(f"Note {i} says the {['red', 'blue', 'green'][i % 3]} boat left on day {i}.")
+    (folder / "copy.txt").write_text("Note 3 says the red boat left on day 3.")
+    embedder.calls.clear()
+    report = rag.add([folder])
+    assert len(report.added) == 25 and len(report.unchanged) == 1
+    assert [len(c) for c in embedder.calls] == [10, 10, 5]
+    # every stored vector is the vector of its own chunk text, whatever batch it came in
+    for record in rag.store.docs.values():
+        (cid,) = record.chunk_ids
+        stored = rag.store.index.reconstruct(cid)
+        assert (stored == embedder.embed([rag.store.chunks[cid].text])[0]).all()
+    ids = [cid for d in rag.store.docs.values() for cid in d.chunk_ids]
+    assert len(set(ids)) == 25
+    assert rag.retrieve("When did the boat leave on day 17?")[0].chunk.source.endswith("n17.txt")
+
+
 def test_delete_and_list(make_rag):
     rag = make_rag()
     info = rag.add([SEED_ARTICLE]).added[0]
