@@ -39,8 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("testset", nargs="?", help="JSONL or SQuAD v2 JSON test set")
     p.add_argument("--docs", type=Path, help="documents to index for the test set")
     p.add_argument("--limit", type=int, help="evaluate only the first N items")
+    p.add_argument("--sample", type=int, help="evaluate a fixed seeded sample of N items (same items every run)")
     p.add_argument("--json", dest="json_out", type=Path, help="write the JSON report here")
     p.add_argument("--report", type=Path, help="write a Markdown report (with PNG plots beside it) here")
+    p.add_argument("--refusal-curve", nargs="+", type=Path, metavar="REPORT.json",
+                   help="min_score trade-off from runs made with a low min_score (chosen on the first)")
     p.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"), help="compare two JSON reports")
     p.add_argument("--model", help="bundled model name, path to a .gguf, or URL of an OpenAI-compatible server")
     p.add_argument("--top-k", type=int)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import signal
 import subprocess
 import sys
@@ -362,9 +363,10 @@ def plot_latency(items: list[ItemResult], path: Path) -> Path:
 # -- running --------------------------------------------------------------------------------------
 
 def evaluate(rag: "RAG", testset: TestSet | Iterable[TestItem] | str | Path, *, limit: int | None = None,
-             progress: bool = False, top_k: int | None = None,
+             sample: int | None = None, progress: bool = False, top_k: int | None = None,
              checkpoint: Callable[[Report], None] | None = None, checkpoint_every: int = 25) -> Report:
-    """Ask every question (the first `limit` in file order), score, and return the Report.
+    """Ask every question (the first `limit` in file order, or a fixed seeded `sample` of them kept in
+    file order: the same items on every run), score, and return the Report.
 
     The index must already hold the documents (see `open_rag_for` for SQuAD contexts and --docs).
     Ctrl-C stops the loop and returns a valid report of the items done so far, with `partial=True`.
@@ -376,8 +378,12 @@ def evaluate(rag: "RAG", testset: TestSet | Iterable[TestItem] | str | Path, *, 
         testset = TestSet(path=None, format="items", items=list(testset))
     if limit is not None and limit < 1:
         raise InputError(f"limit={limit} must be at least 1")
-    items = testset.items[:limit] if limit else list(testset.items)
+    if sample is not None and sample < 1:
+        raise InputError(f"sample={sample} must be at least 1")
+    items = sample_items(testset.items, sample) if sample else list(testset.items)
+    items = items[:limit] if limit else items
     config = run_config(rag, testset, limit=limit, n_planned=len(items), top_k=top_k)
+    config["sample"] = sample
     results: list[ItemResult] = []
     partial = False
     started = time.perf_counter()
@@ -416,6 +422,14 @@ def _report(results: list[ItemResult], config: dict[str, Any], testset: TestSet,
                   problems=[str(p) for p in testset.problems])
 
 
+def sample_items(items: list[TestItem], n: int, seed: int = 0) -> list[TestItem]:
+    """A fixed subset: n items drawn with a seeded RNG, in file order (comparable across runs)."""
+    if n >= len(items):
+        return list(items)
+    keep = sorted(random.Random(seed).sample(range(len(items)), n))
+    return [items[i] for i in keep]
+
+
 def run_config(rag: "RAG", testset: TestSet, *, limit: int | None, n_planned: int,
                top_k: int | None = None) -> dict[str, Any]:
     s = rag.settings
@@ -431,6 +445,9 @@ def run_config(rag: "RAG", testset: TestSet, *, limit: int | None, n_planned: in
         "model": s.model,
         "top_k": top_k or s.top_k,
         "min_score": s.min_score,
+        "retrieval": s.retrieval,
+        "context": s.context,
+        "context_words": s.context_words,
         "embed_model": manifest.embed_model,
         "chunk_size": manifest.chunk_size,
         "chunk_overlap": manifest.chunk_overlap,
@@ -633,6 +650,8 @@ def run_cli(args: Any, settings: Settings, *, embedder: "Embedder | None" = None
                                          encoding="utf-8")
             print(f"comparison written to {args.report}")
         return EXIT_OK
+    if getattr(args, "refusal_curve", None):
+        return _refusal_curve_cli([Path(p) for p in args.refusal_curve], getattr(args, "report", None))
     if not getattr(args, "testset", None):
         raise InputError("give a test set (JSONL or SQuAD JSON), or --compare A.json B.json")
     if args.limit is not None and args.limit < 1:
@@ -651,7 +670,7 @@ def run_cli(args: Any, settings: Settings, *, embedder: "Embedder | None" = None
     md_out = args.report or Path(json_out).with_suffix(".md")
     # A long run writes its JSON every 25 items, and SIGTERM stops it like Ctrl-C (partial report kept).
     with _sigterm_as_interrupt():
-        report = evaluate(rag, testset, limit=args.limit, progress=True, checkpoint=lambda r: r.write_json(json_out))
+        report = evaluate(rag, testset, limit=args.limit, sample=getattr(args, "sample", None), progress=True, checkpoint=lambda r: r.write_json(json_out))
     print(report.table())
     report.write_json(json_out)
     written = report.write_markdown(md_out)
@@ -664,3 +683,27 @@ def run_cli(args: Any, settings: Settings, *, embedder: "Embedder | None" = None
         print(f"{report.metrics['n_errors']} question(s) failed; see 'error' in the JSON report", file=sys.stderr)
         return EXIT_PARTIAL
     return EXIT_PARTIAL if testset.problems else EXIT_OK
+
+
+def _refusal_curve_cli(paths: list[Path], report_md: Path | None) -> int:
+    """`rag eval --refusal-curve CALIBRATION.json [OTHER.json ...] [--report OUT.md]`: the min_score
+    trade-off of each run; the threshold is chosen on the first run only and marked on all."""
+    from rag import calibration as C
+
+    curves = {p.stem if p.name != "report.json" else p.parent.name: C.refusal_curve(load_report(p)) for p in paths}
+    names = list(curves)
+    chosen = C.choose_threshold(curves[names[0]])
+    out = []
+    for name in names:
+        marked = next((q for q in curves[name] if q.threshold == chosen.threshold), None)
+        out.append(f"## {name}\n\n" + C.curve_table(curves[name], marked))
+    out.append(f"Chosen on {names[0]} (highest refusal recall with false-refusal rate <= 0.15): "
+               f"min_score {chosen.threshold:.2f} (refusal recall {chosen.refusal_recall:.3f}, "
+               f"false-refusal rate {chosen.false_refusal_rate:.3f}).\n")
+    text = "\n".join(out)
+    print(text, end="")
+    target = Path(report_md) if report_md else paths[0].with_name(paths[0].stem + "-refusal-curve.md")
+    png = C.plot_refusal_curve(curves, target.with_suffix(".png"), chosen)
+    target.write_text(f"# Refusal trade-off\n\n![curve]({png.name})\n\n{text}", encoding="utf-8")
+    print(f"written: {target}, {png}")
+    return EXIT_OK

@@ -84,3 +84,28 @@ def test_cli_ask_json(real_rag, tmp_path):
     assert set(data["citations"][0]) >= {"n", "text", "source", "page", "start", "end", "score"}
     refused = json.loads(run("ask", "--json", "What is the capital of France?", "--index", str(index)).stdout)
     assert refused["abstained"] and refused["answer"] == REFUSAL
+
+
+def test_an_answer_sentence_with_a_wrong_number_is_flagged(real_rag, real_embedder, tmp_path):
+    """Real MiniLM retrieval and the real seed index; the model is scripted so that its second
+    sentence contradicts the cited passage (2012, where the passage says 2016)."""
+    from rag.pipeline import RAG
+    from rag.testing import FakeLLM
+
+    reply = ("Washington spent about $110 million to establish the base [1]. "
+             "Construction of the base began in 2012 [1].")
+    rag = RAG(real_rag.settings, real_rag.store, real_embedder, FakeLLM([reply]))
+    answer = rag.ask("How much did Washington spend on the base in northern Niger, and when did construction begin?")
+    assert not answer.abstained, answer.refusal_reason
+    first, second = answer.sentences
+    assert first.supported and "110 million" in first.text
+    assert not second.supported and "2012" in second.text
+    assert answer.unsupported == [second.text]
+    # the cited passage is the one with the real figures, so the flag is about the number, not retrieval
+    assert any("2016" in c.text and "110 million" in c.text for c in answer.citations)
+
+    # an answer made only of the wrong number is refused, with the reason
+    wrong_only = RAG(real_rag.settings, real_rag.store, real_embedder,
+                     FakeLLM(["Construction of the base began in 2012 [1]."]))
+    refused = wrong_only.ask("When did construction of the base in northern Niger begin?")
+    assert refused.abstained and "supported" in refused.refusal_reason

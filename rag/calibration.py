@@ -1,0 +1,114 @@
+"""Calibrating the retrieval gate of the refusal: what each `min_score` would have done, from one run.
+
+An evaluation run made with a low `min_score` (ideally 0) records, per item, the best retrieval
+score, whether the answer was refused for another reason (model, support check) and whether it
+was right. Raising the gate to t refuses every item whose best score is below t and leaves the
+others as they were, so one run gives the whole trade-off curve (refusal recall against
+false-refusal rate) without asking the model again. Thresholds below the run's own `min_score`
+cannot be simulated (those items were never sent to the model) and are left out.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rag.errors import InputError
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    threshold: float
+    refusal_recall: float  # must-refuse items refused
+    false_refusal_rate: float  # answerable items refused
+    contains: float  # answerable items answered with a gold answer in the text
+    correct: float  # all items: refused when they must be, right answer otherwise
+
+
+def refusal_curve(report: dict[str, Any], thresholds: Sequence[float] | None = None) -> list[CurvePoint]:
+    """The curve over `thresholds` (default: 0.00..0.70 in steps of 0.02) for a JSON report's items."""
+    run_min = float(report.get("config", {}).get("min_score") or 0.0)
+    items = [i for i in report.get("items", []) if i.get("error") is None]
+    refuse = [i for i in items if i["must_refuse"]]
+    answerable = [i for i in items if not i["must_refuse"]]
+    if not refuse or not answerable:
+        raise InputError("the report needs both answerable and must-refuse items to draw a refusal curve")
+    if thresholds is None:
+        thresholds = [round(0.02 * k, 2) for k in range(36)]
+    points = []
+    for t in thresholds:
+        if t < run_min - 1e-9:
+            continue
+
+        def refused(item: dict[str, Any]) -> bool:
+            return bool(item["abstained"]) or _best_score(item) < t
+
+        rr = sum(refused(i) for i in refuse) / len(refuse)
+        frr = sum(refused(i) for i in answerable) / len(answerable)
+        hits = sum(1 for i in answerable if not refused(i) and i.get("contains"))
+        correct = (sum(refused(i) for i in refuse) + hits) / len(items)
+        points.append(CurvePoint(threshold=t, refusal_recall=round(rr, 4), false_refusal_rate=round(frr, 4),
+                                 contains=round(hits / len(answerable), 4), correct=round(correct, 4)))
+    if not points:
+        raise InputError(f"the run used min_score={run_min}; give thresholds at or above it")
+    return points
+
+
+def _best_score(item: dict[str, Any]) -> float:
+    scores = [r["score"] for r in item.get("retrieved", [])]
+    return max(scores) if scores else 0.0
+
+
+def choose_threshold(points: Sequence[CurvePoint], max_false_refusal: float = 0.15) -> CurvePoint:
+    """The highest refusal recall whose false-refusal rate stays within the budget (ties: most correct)."""
+    within = [p for p in points if p.false_refusal_rate <= max_false_refusal]
+    if not within:
+        return min(points, key=lambda p: p.false_refusal_rate)
+    return max(within, key=lambda p: (p.refusal_recall, p.correct))
+
+
+def curve_table(points: Sequence[CurvePoint], marked: CurvePoint | None = None) -> str:
+    lines = ["| min_score | refusal recall | false-refusal rate | contains | correct (all items) |",
+             "| --- | --- | --- | --- | --- |"]
+    for p in points:
+        mark = " **(chosen)**" if marked is not None and p == marked else ""
+        lines.append(f"| {p.threshold:.2f}{mark} | {p.refusal_recall:.3f} | {p.false_refusal_rate:.3f} | "
+                     f"{p.contains:.3f} | {p.correct:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_refusal_curve(curves: dict[str, Sequence[CurvePoint]], path: str | Path,
+                       marked: CurvePoint | None = None) -> Path:
+    """Refusal recall against false-refusal rate, one line per run, thresholds annotated."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.8))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, points in curves.items():
+        xs = [p.false_refusal_rate for p in points]
+        ys = [p.refusal_recall for p in points]
+        ax.plot(xs, ys, marker=".", label=name)
+        for p in points[:: max(1, len(points) // 8)]:
+            ax.annotate(f"{p.threshold:.2f}", (p.false_refusal_rate, p.refusal_recall), fontsize=7,
+                        textcoords="offset points", xytext=(4, -8))
+    if marked is not None:
+        ax.scatter([marked.false_refusal_rate], [marked.refusal_recall], s=80, facecolors="none",
+                   edgecolors="red", label=f"chosen min_score {marked.threshold:.2f}", zorder=3)
+    ax.set_xlabel("false-refusal rate (answerable items refused)")
+    ax.set_ylabel("refusal recall (unanswerable items refused)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Refusal trade-off by min_score (labels: threshold)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def curve_json(points: Sequence[CurvePoint]) -> list[dict[str, float]]:
+    return [asdict(p) for p in points]

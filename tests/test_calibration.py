@@ -1,0 +1,76 @@
+"""The min_score trade-off computed from one run's items: hand-made reports, no model."""
+import pytest
+
+from rag import calibration as C
+from rag.errors import InputError
+from rag.evaluation import sample_items
+from rag.testsets import TestItem
+
+
+def item(must_refuse, best, abstained=False, contains=None):
+    return {"must_refuse": must_refuse, "abstained": abstained, "contains": contains, "error": None,
+            "retrieved": [{"score": best}, {"score": best - 0.1}]}
+
+
+REPORT = {"config": {"min_score": 0.0}, "items": [
+    item(True, 0.10), item(True, 0.25), item(True, 0.50), item(True, 0.60, abstained=True),
+    item(False, 0.20, contains=1.0), item(False, 0.45, contains=1.0), item(False, 0.55, contains=0.0),
+    item(False, 0.70, abstained=True, contains=0.0),
+]}
+
+
+def test_curve_refuses_below_the_threshold_and_keeps_other_refusals():
+    points = {p.threshold: p for p in C.refusal_curve(REPORT, [0.0, 0.3, 0.5])}
+    assert points[0.0].refusal_recall == 0.25 and points[0.0].false_refusal_rate == 0.25
+    assert points[0.3].refusal_recall == 0.75 and points[0.3].false_refusal_rate == 0.5
+    assert points[0.3].contains == 0.25  # the 0.20 hit is now refused, the 0.45 hit stays
+    assert points[0.5].refusal_recall == 0.75 and points[0.5].false_refusal_rate == 0.75
+    assert points[0.3].correct == (3 + 1) / 8
+
+
+def test_thresholds_below_the_runs_min_score_cannot_be_simulated():
+    report = {**REPORT, "config": {"min_score": 0.3}}
+    assert [p.threshold for p in C.refusal_curve(report, [0.1, 0.3, 0.4])] == [0.3, 0.4]
+    with pytest.raises(InputError, match="min_score=0.3"):
+        C.refusal_curve(report, [0.1])
+
+
+def test_choice_is_the_best_recall_within_the_false_refusal_budget():
+    points = C.refusal_curve(REPORT, [0.0, 0.3, 0.5])
+    assert C.choose_threshold(points, max_false_refusal=0.5).threshold == 0.3
+    assert C.choose_threshold(points, max_false_refusal=0.25).threshold == 0.0
+
+
+def test_curve_needs_both_kinds_of_items():
+    with pytest.raises(InputError, match="both"):
+        C.refusal_curve({"items": [item(True, 0.2)]})
+
+
+def test_plot_and_table_are_written(tmp_path):
+    points = C.refusal_curve(REPORT)
+    chosen = C.choose_threshold(points)
+    png = C.plot_refusal_curve({"run": points}, tmp_path / "curve.png", chosen)
+    assert png.stat().st_size > 1000
+    assert "(chosen)" in C.curve_table(points, chosen)
+
+
+def test_sample_is_fixed_and_in_file_order():
+    items = [TestItem(id=str(i), question=f"q{i}?", answers=("a",)) for i in range(100)]
+    a, b = sample_items(items, 10), sample_items(items, 10)
+    assert [i.id for i in a] == [i.id for i in b]
+    assert [int(i.id) for i in a] == sorted(int(i.id) for i in a) and len({i.id for i in a}) == 10
+    assert len(sample_items(items, 500)) == 100
+
+
+def test_cli_refusal_curve_writes_table_and_plot(tmp_path, capsys):
+    import json
+
+    from rag.cli import main
+
+    path = tmp_path / "squad-min0.json"
+    path.write_text(json.dumps({**REPORT, "metrics": {}}))
+    assert main(["eval", "--refusal-curve", str(path), "--report", str(tmp_path / "curve.md")]) == 0
+    out = capsys.readouterr().out
+    assert "Chosen on squad-min0" in out and "(chosen)" in out
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+    assert "![curve](curve.png)" in (tmp_path / "curve.md").read_text()
