@@ -48,7 +48,7 @@ from rag.testsets import load_testset  # noqa: E402
 
 def prompts_for(rag: RAG, questions: list[str]) -> list[list]:
     """The chat messages `RAG.stream` would send for each question (retrieval + optional selection)."""
-    answerer = Answerer(rag.llm, min_score=rag.settings.min_score)
+    answerer = Answerer(rag.llm, min_score=rag.settings.min_score, style=rag.settings.answer_style)
     out = []
     for q in questions:
         passages = rag.retrieve(q)

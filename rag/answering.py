@@ -20,6 +20,7 @@ from rag.config import PROMPTS_DIR
 from rag.types import Answer, Citation, Passage, short_source
 
 REFUSAL = "Not in the documents."
+SYSTEM_PROMPTS = {"sentence": "answer_system", "short": "answer_system_short"}
 
 
 def is_refusal(text: str) -> bool:
@@ -30,10 +31,13 @@ def is_refusal(text: str) -> bool:
 class Answerer:
     """Owns the prompt and the post-processing; receives its LLM from the wiring."""
 
-    def __init__(self, llm: LLM, min_score: float = 0.3, prompts_dir: Path = PROMPTS_DIR) -> None:
+    def __init__(self, llm: LLM, min_score: float = 0.3, prompts_dir: Path = PROMPTS_DIR,
+                 style: str = "sentence") -> None:
         self.llm = llm
         self.min_score = min_score
         self.prompts_dir = prompts_dir
+        # "sentence": one or two cited sentences; "short": the answering words only (answer_system_short)
+        self.system_prompt = SYSTEM_PROMPTS[style]
 
     def messages(self, question: str, passages: list[Passage]) -> list[ChatMessage]:
         blocks = "\n\n".join(
@@ -42,7 +46,7 @@ class Answerer:
         )
         # The system message never changes, so llama.cpp reuses its KV cache between questions.
         return [
-            ChatMessage(role=MessageRole.SYSTEM, content=prompts.render("answer_system", self.prompts_dir, refusal=REFUSAL)),
+            ChatMessage(role=MessageRole.SYSTEM, content=prompts.render(self.system_prompt, self.prompts_dir, refusal=REFUSAL)),
             ChatMessage(role=MessageRole.USER, content=prompts.render("answer_user", self.prompts_dir, passages=blocks, question=question)),
         ]
 

@@ -448,6 +448,7 @@ def run_config(rag: "RAG", testset: TestSet, *, limit: int | None, n_planned: in
         "retrieval": s.retrieval,
         "context": s.context,
         "context_words": s.context_words,
+        "answer_style": s.answer_style,
         "embed_model": manifest.embed_model,
         "chunk_size": manifest.chunk_size,
         "chunk_overlap": manifest.chunk_overlap,

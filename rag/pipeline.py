@@ -162,7 +162,7 @@ class RAG:
         if self.selector is not None and passages:
             passages = self.selector.select(question, passages)
             timings["select"] = time.perf_counter() - start - timings["retrieve"]
-        answerer = Answerer(self.llm, min_score=self.settings.min_score)
+        answerer = Answerer(self.llm, min_score=self.settings.min_score, style=self.settings.answer_style)
         with self._llm_lock:
             for item in answerer.stream(question, passages, timings):
                 if isinstance(item, Answer):

@@ -22,6 +22,9 @@ def test_precedence_file_then_env_then_overrides(tmp_path, monkeypatch):
         ({"chunk_size": 5}, "chunk_size=5"),
         ({"min_score": 2.0}, "min_score=2.0"),
         ({"model": "llama-9000"}, "qwen2.5-1.5b"),
+        ({"retrieval": "sparse"}, "use dense or hybrid"),
+        ({"context": "page"}, "use chunk or sentences"),
+        ({"answer_style": "long"}, "use sentence or short"),
     ],
 )
 def test_bad_values_fail_at_construction_naming_valid_choices(changes, message):

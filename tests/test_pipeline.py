@@ -171,3 +171,12 @@ def test_every_prompt_renders():
 def test_index_type_setting_reaches_the_store(make_rag):
     rag = make_rag(index_type="hnsw")
     assert rag.store.index_type == "hnsw"
+
+
+def test_answer_style_picks_the_system_prompt(make_rag):
+    for style, words in (("sentence", "one or two short sentences"), ("short", "the few words")):
+        rag = make_rag(answer_from_passage, answer_style=style)
+        rag.add([SEED_ARTICLE])
+        rag.ask("How much did Washington spend to establish the base in northern Niger?")
+        system = rag.llm.messages_seen[-1][0].content
+        assert words in system, (style, system)
