@@ -15,7 +15,7 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.llms import LLM
 
 from rag import prompts
-from rag.citations import attribute, content_words
+from rag.citations import SemanticSupport, attribute, content_words
 from rag.config import PROMPTS_DIR
 from rag.types import Answer, Citation, Passage, short_source
 
@@ -32,12 +32,13 @@ class Answerer:
     """Owns the prompt and the post-processing; receives its LLM from the wiring."""
 
     def __init__(self, llm: LLM, min_score: float = 0.3, prompts_dir: Path = PROMPTS_DIR,
-                 style: str = "sentence") -> None:
+                 style: str = "sentence", semantic: SemanticSupport | None = None) -> None:
         self.llm = llm
         self.min_score = min_score
         self.prompts_dir = prompts_dir
         # "sentence": one or two cited sentences; "short": the answering words only (answer_system_short)
         self.system_prompt = SYSTEM_PROMPTS[style]
+        self.semantic = semantic
 
     def messages(self, question: str, passages: list[Passage]) -> list[ChatMessage]:
         blocks = "\n\n".join(
@@ -71,7 +72,7 @@ class Answerer:
         if is_refusal(raw):
             yield self._refuse(question, passages, timings, "the model found no answer in the passages", raw)
             return
-        text, sentences = attribute(raw, passages, question)
+        text, sentences = attribute(raw, passages, question, semantic=self.semantic)
         if not any(s.supported for s in sentences):
             yield self._refuse(question, passages, timings, "no sentence of the model's answer is supported by the passages", raw)
             return

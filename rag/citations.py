@@ -1,16 +1,22 @@
 """Citations: parse [n] markers, check each answer sentence against passages, decide support.
 
 The support check is lexical and deterministic: a sentence is backed by a passage when the passage
-holds every number in the sentence and most of its content words. This is what stops a small model's
+holds every number in the sentence and most of its content words. Optionally (`SemanticSupport`),
+a paraphrase with somewhat fewer shared words is accepted when it is close in meaning to a sentence
+of the passage; numbers and names are still checked exactly. This is what stops a small model's
 "Paris" (from memory) from passing as an answer drawn from passages about something else.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rag.chunking import split_sentences
 from rag.types import AnswerSentence, Passage
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rag.embedding import Embedder
 
 _MARKER = re.compile(r"\s*\[(\d+(?:\s*,\s*\d+)*)\]")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*|\d+(?:[.,]\d+)*")
@@ -66,16 +72,41 @@ def support(sentence: str, passage_text: str, question: str = "") -> float:
     new number and name must be in the passage (else 0), and the score is the share of the new
     content words found there. "Paris" in reply to "What is the capital of France?" has one new
     word, absent from passages about Niger, and scores 0."""
+    gates_ok, share = _lexical(sentence, passage_text, question)
+    return share if gates_ok else 0.0
+
+
+def _lexical(sentence: str, passage_text: str, question: str) -> tuple[bool, float]:
+    """(every new number and name is in the passage, share of new content words found there)."""
     qwords = content_words(question)
     words = content_words(sentence) - qwords or content_words(sentence)
     if not words:
-        return 0.0
-    if not numbers(sentence) - numbers(question) <= numbers(passage_text):
-        return 0.0
+        return False, 0.0
     pwords = content_words(passage_text)
+    share = len(words & pwords) / len(words)
+    if not numbers(sentence) - numbers(question) <= numbers(passage_text):
+        return False, share
     if not names(sentence) - qwords <= pwords:
-        return 0.0
-    return len(words & pwords) / len(words)
+        return False, share
+    return True, share
+
+
+class SemanticSupport:
+    """The embedding half of the support check: a paraphrase shares fewer words with its passage
+    than a copy does, so a sentence whose numbers and names all check out but whose word share is
+    between `floor` and the lexical threshold still counts as supported when it is close in meaning
+    (cosine >= `min_cosine`) to one sentence of the passage. It never overrides a wrong number or name."""
+
+    def __init__(self, embedder: "Embedder", min_cosine: float = 0.75, floor: float = 0.34) -> None:
+        self.embedder = embedder
+        self.min_cosine = min_cosine
+        self.floor = floor
+
+    def similarity(self, sentence: str, passage_text: str) -> float:
+        spans = split_sentences(passage_text)
+        texts = [passage_text[sp.start:sp.end] for sp in spans] or [passage_text]
+        vectors = self.embedder.embed([sentence] + texts)
+        return float((vectors[1:] @ vectors[0]).max())
 
 
 def strip_markers(text: str) -> str:
@@ -87,12 +118,15 @@ def parse_markers(text: str) -> list[int]:
 
 
 def attribute(answer: str, passages: list[Passage], question: str = "",
-              threshold: float = SUPPORT_THRESHOLD) -> tuple[str, list[AnswerSentence]]:
+              threshold: float = SUPPORT_THRESHOLD,
+              semantic: SemanticSupport | None = None) -> tuple[str, list[AnswerSentence]]:
     """Clean the answer's markers and attach every sentence to the passages that support it.
 
     Markers pointing at no passage are dropped. A marked sentence keeps the cited passages that
     support it; when none of them does, or it has no marker, the best supporting passage is attached;
-    when no passage supports it, it is kept but flagged unsupported."""
+    when no passage supports it, it is kept but flagged unsupported. With `semantic`, a sentence
+    whose numbers and names check out and whose word share is near the threshold is also supported
+    by a passage that holds a sentence close to it in meaning."""
     sentences: list[AnswerSentence] = []
     pieces: list[str] = []
     for span in split_sentences(answer):
@@ -101,7 +135,13 @@ def attribute(answer: str, passages: list[Passage], question: str = "",
         if not plain or not content_words(plain):
             continue
         cited = [n for n in dict.fromkeys(parse_markers(raw)) if 1 <= n <= len(passages)]
-        scores = {n: support(plain, passages[n - 1].text, question) for n in range(1, len(passages) + 1)}
+        scores = {}
+        for n in range(1, len(passages) + 1):
+            gates_ok, share = _lexical(plain, passages[n - 1].text, question)
+            if gates_ok and share < threshold and semantic is not None and share >= semantic.floor \
+                    and semantic.similarity(plain, passages[n - 1].text) >= semantic.min_cosine:
+                share = threshold
+            scores[n] = share if gates_ok else 0.0
         backed = tuple(n for n in cited if scores[n] >= threshold)
         if not backed:
             best = max(scores, key=lambda n: scores[n], default=None)

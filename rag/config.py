@@ -49,6 +49,7 @@ class Settings:
     context: str = "chunk"  # chunk | sentences (only the sentences that bear on the question)
     context_words: int = 60  # per passage, when context = sentences
     answer_style: str = "sentence"  # sentence | short (just the answering words, cited)
+    support: str = "lexical"  # lexical | embedding (also accept close paraphrases; rag/citations.py)
     cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rag")
 
     def __post_init__(self) -> None:
@@ -66,6 +67,8 @@ class Settings:
             raise ConfigError(f"context={self.context!r} is not known; use chunk or sentences")
         if self.answer_style not in ("sentence", "short"):
             raise ConfigError(f"answer_style={self.answer_style!r} is not known; use sentence or short")
+        if self.support not in ("lexical", "embedding"):
+            raise ConfigError(f"support={self.support!r} is not known; use lexical or embedding")
         if not 10 <= self.context_words <= 1000:
             raise ConfigError(f"context_words={self.context_words} is out of range; use 10..1000")
         if self.index_type not in ("auto", "flat", "hnsw", "ivf"):

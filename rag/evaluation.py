@@ -449,6 +449,7 @@ def run_config(rag: "RAG", testset: TestSet, *, limit: int | None, n_planned: in
         "context": s.context,
         "context_words": s.context_words,
         "answer_style": s.answer_style,
+        "support": s.support,
         "embed_model": manifest.embed_model,
         "chunk_size": manifest.chunk_size,
         "chunk_overlap": manifest.chunk_overlap,

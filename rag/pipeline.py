@@ -15,6 +15,7 @@ from llama_index.core.llms import LLM
 from rag import loading
 from rag.answering import Answerer
 from rag.chunking import SentenceChunker
+from rag.citations import SemanticSupport
 from rag.conversation import QuestionCondenser, Turn
 from rag.config import DEFAULT_INDEX_DIR, SEEDS_DIR, Settings
 from rag.embedding import Embedder, SentenceTransformerEmbedder
@@ -162,7 +163,8 @@ class RAG:
         if self.selector is not None and passages:
             passages = self.selector.select(question, passages)
             timings["select"] = time.perf_counter() - start - timings["retrieve"]
-        answerer = Answerer(self.llm, min_score=self.settings.min_score, style=self.settings.answer_style)
+        answerer = Answerer(self.llm, min_score=self.settings.min_score, style=self.settings.answer_style,
+                            semantic=SemanticSupport(self.embedder) if self.settings.support == "embedding" else None)
         with self._llm_lock:
             for item in answerer.stream(question, passages, timings):
                 if isinstance(item, Answer):

@@ -56,3 +56,38 @@ def test_words_echoed_from_the_question_prove_nothing():
     assert not sents[0].supported
     _, sents = attribute("Paris.", PS, "What is the capital of France?")
     assert not sents[0].supported
+
+
+class SynonymEmbedder:
+    """The bag-of-words fake embedder after mapping a few synonyms onto one word: a paraphrase is
+    then close in meaning while sharing few words, which is what MiniLM gives the real check."""
+
+    SYNONYMS = {"pulled out": "withdrew", "troops": "soldiers", "late": "end", "about": "roughly"}
+
+    def __init__(self):
+        from rag.testing import FakeEmbedder
+
+        self.inner = FakeEmbedder(dim=256)
+
+    def embed(self, texts, progress=False):
+        out = []
+        for t in texts:
+            t = t.lower()
+            for a, b in self.SYNONYMS.items():
+                t = t.replace(a, b)
+            out.append(t)
+        return self.inner.embed(out)
+
+
+def test_semantic_support_accepts_a_paraphrase_but_never_a_wrong_number():
+    from rag.citations import SemanticSupport
+
+    semantic = SemanticSupport(SynonymEmbedder(), min_cosine=0.75)
+    paraphrase = "France pulled out about 1,500 troops by late 2023 [2]."
+    assert not attribute(paraphrase, PS)[1][0].supported  # too few shared words for the lexical check
+    _, sents = attribute(paraphrase, PS, semantic=semantic)
+    assert sents[0].supported and sents[0].citations == (2,)
+    _, sents = attribute("France pulled out about 1,900 troops by late 2023 [2].", PS, semantic=semantic)
+    assert not sents[0].supported  # same meaning to the embedder, but the number is not in the passage
+    _, sents = attribute("Paris is the capital of France [2].", PS, semantic=semantic)
+    assert not sents[0].supported  # too few shared words to ask the embedder at all
