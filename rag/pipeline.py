@@ -18,7 +18,7 @@ from rag.chunking import SentenceChunker
 from rag.citations import SemanticSupport
 from rag.conversation import QuestionCondenser, Turn
 from rag.config import DEFAULT_INDEX_DIR, SEEDS_DIR, Settings
-from rag.embedding import Embedder, SentenceTransformerEmbedder
+from rag.embedding import Embedder, build_embedder
 from rag.errors import InputError, LoadError
 from rag.context import SentenceSelector
 from rag.retrieval import DenseRetriever, HybridRetriever, Retriever
@@ -54,7 +54,7 @@ class RAG:
         settings = settings or Settings.load()
         if index_dir is not None:
             settings = settings.with_(index_dir=Path(index_dir).expanduser())
-        embedder = embedder or SentenceTransformerEmbedder(settings.embed_model, threads=settings.threads)
+        embedder = embedder or build_embedder(settings)
         directory = settings.index_dir
         if IndexStore.exists(directory):
             store = IndexStore.open(directory, embedder.name, embedder.dim, index_type=settings.index_type)

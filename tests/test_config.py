@@ -26,6 +26,7 @@ def test_precedence_file_then_env_then_overrides(tmp_path, monkeypatch):
         ({"context": "page"}, "use chunk or sentences"),
         ({"answer_style": "long"}, "use sentence or short"),
         ({"support": "vibes"}, "use lexical or embedding"),
+        ({"embed_backend": "tpu"}, "use torch, onnx or onnx-int8"),
     ],
 )
 def test_bad_values_fail_at_construction_naming_valid_choices(changes, message):

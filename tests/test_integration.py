@@ -109,3 +109,28 @@ def test_an_answer_sentence_with_a_wrong_number_is_flagged(real_rag, real_embedd
                      FakeLLM(["Construction of the base began in 2012 [1]."]))
     refused = wrong_only.ask("When did construction of the base in northern Niger begin?")
     assert refused.abstained and "supported" in refused.refusal_reason
+
+
+def test_onnx_backend_matches_torch_and_int8_gets_its_own_index_stamp(real_embedder, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from rag.embedding import OnnxEmbedder
+
+    texts = ["Washington spent about $110 million to establish the base in northern Niger.",
+             "Who took power in Niger after the coup?", "short", "word " * 400]  # the last is truncated at 256
+    reference = real_embedder.embed(texts)
+    onnx = OnnxEmbedder("all-MiniLM-L6-v2", tmp_path, threads=2)
+    assert onnx.name == real_embedder.name and onnx.dim == 384
+    assert (onnx.embed(texts) * reference).sum(axis=1).min() > 0.9999
+    assert (tmp_path / "embed" / "all-MiniLM-L6-v2.onnx").is_file()  # exported once, then reused
+    int8 = OnnxEmbedder("all-MiniLM-L6-v2", tmp_path, threads=2, int8=True)
+    assert int8.name == "all-MiniLM-L6-v2+int8"
+    cosines = (int8.embed(texts) * reference).sum(axis=1)
+    assert cosines.min() > 0.8 and cosines.min() < 0.9999  # close, but not the same vectors
+    # an index built with torch vectors refuses the int8 embedder
+    from rag.errors import IndexMismatchError
+    from rag.store import IndexStore
+
+    store = IndexStore.create(tmp_path / "idx", real_embedder.name, 384, 160, 1)
+    store.save()
+    with pytest.raises(IndexMismatchError, match="int8"):
+        IndexStore.open(tmp_path / "idx", int8.name, 384)
