@@ -23,6 +23,7 @@ class CurvePoint:
     refusal_recall: float  # must-refuse items refused
     false_refusal_rate: float  # answerable items refused
     contains: float  # answerable items answered with a gold answer in the text
+    f1: float  # mean token F1 over answerable items (a refusal scores 0)
     correct: float  # all items: refused when they must be, right answer otherwise
 
 
@@ -47,9 +48,11 @@ def refusal_curve(report: dict[str, Any], thresholds: Sequence[float] | None = N
         rr = sum(refused(i) for i in refuse) / len(refuse)
         frr = sum(refused(i) for i in answerable) / len(answerable)
         hits = sum(1 for i in answerable if not refused(i) and i.get("contains"))
+        f1 = sum(i.get("f1") or 0.0 for i in answerable if not refused(i)) / len(answerable)
         correct = (sum(refused(i) for i in refuse) + hits) / len(items)
         points.append(CurvePoint(threshold=t, refusal_recall=round(rr, 4), false_refusal_rate=round(frr, 4),
-                                 contains=round(hits / len(answerable), 4), correct=round(correct, 4)))
+                                 contains=round(hits / len(answerable), 4), f1=round(f1, 4),
+                                 correct=round(correct, 4)))
     if not points:
         raise InputError(f"the run used min_score={run_min}; give thresholds at or above it")
     return points
@@ -69,12 +72,12 @@ def choose_threshold(points: Sequence[CurvePoint], max_false_refusal: float = 0.
 
 
 def curve_table(points: Sequence[CurvePoint], marked: CurvePoint | None = None) -> str:
-    lines = ["| min_score | refusal recall | false-refusal rate | contains | correct (all items) |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = ["| min_score | refusal recall | false-refusal rate | contains | f1 | correct (all items) |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for p in points:
         mark = " **(chosen)**" if marked is not None and p == marked else ""
         lines.append(f"| {p.threshold:.2f}{mark} | {p.refusal_recall:.3f} | {p.false_refusal_rate:.3f} | "
-                     f"{p.contains:.3f} | {p.correct:.3f} |")
+                     f"{p.contains:.3f} | {p.f1:.3f} | {p.correct:.3f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -8,7 +8,8 @@ from rag.testsets import TestItem
 
 
 def item(must_refuse, best, abstained=False, contains=None):
-    return {"must_refuse": must_refuse, "abstained": abstained, "contains": contains, "error": None,
+    f1 = None if contains is None else (0.8 if contains else 0.1)
+    return {"must_refuse": must_refuse, "abstained": abstained, "contains": contains, "f1": f1, "error": None,
             "retrieved": [{"score": best}, {"score": best - 0.1}]}
 
 
@@ -24,6 +25,7 @@ def test_curve_refuses_below_the_threshold_and_keeps_other_refusals():
     assert points[0.0].refusal_recall == 0.25 and points[0.0].false_refusal_rate == 0.25
     assert points[0.3].refusal_recall == 0.75 and points[0.3].false_refusal_rate == 0.5
     assert points[0.3].contains == 0.25  # the 0.20 hit is now refused, the 0.45 hit stays
+    assert points[0.3].f1 == round((0.8 + 0.1) / 4, 4)  # refused items (gated or abstained) score 0
     assert points[0.5].refusal_recall == 0.75 and points[0.5].false_refusal_rate == 0.75
     assert points[0.3].correct == (3 + 1) / 8
 
