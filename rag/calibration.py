@@ -115,3 +115,34 @@ def plot_refusal_curve(curves: dict[str, Sequence[CurvePoint]], path: str | Path
 
 def curve_json(points: Sequence[CurvePoint]) -> list[dict[str, float]]:
     return [asdict(p) for p in points]
+
+
+def rescore(report: dict[str, Any], min_score: float | None = None,
+            ids: set[str] | None = None) -> dict[str, float | int | None]:
+    """The report's metrics as if its run had used `min_score` (>= the run's own), optionally only
+    over the items whose id is in `ids` (e.g. the fixed sample of another run). Gated items become
+    refusals with no citations; everything else is scored exactly as the run scored it."""
+    from rag.evaluation import ItemResult, compute_metrics
+
+    run_min = float(report.get("config", {}).get("min_score") or 0.0)
+    if min_score is not None and min_score < run_min - 1e-9:
+        raise InputError(f"the run used min_score={run_min}; cannot rescore at {min_score}")
+    results = []
+    for i in report.get("items", []):
+        if ids is not None and i["id"] not in ids:
+            continue
+        r = ItemResult(id=i["id"], question=i["question"], must_refuse=i["must_refuse"],
+                       gold_answers=list(i.get("gold_answers") or []), answer=i["answer"], abstained=i["abstained"],
+                       refusal_reason=i.get("refusal_reason", ""), citations=list(i.get("citations") or []),
+                       retrieved=list(i.get("retrieved") or []), exact_match=i.get("exact_match"), f1=i.get("f1"),
+                       contains=i.get("contains"), first_hit_rank=i.get("first_hit_rank"),
+                       timings=dict(i.get("timings") or {}), error=i.get("error"))
+        if min_score is not None and not r.abstained and _best_score(i) < min_score:
+            r.abstained, r.citations, r.answer = True, [], "Not in the documents."
+            r.refusal_reason = f"no passage is relevant enough (rescored at min_score {min_score})"
+            if not r.must_refuse:
+                r.exact_match = r.f1 = r.contains = 0.0
+        results.append(r)
+    if not results:
+        raise InputError("no items left to score (do the ids match?)")
+    return compute_metrics(results)

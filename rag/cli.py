@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, help="write a Markdown report (with PNG plots beside it) here")
     p.add_argument("--refusal-curve", nargs="+", type=Path, metavar="REPORT.json",
                    help="min_score trade-off from runs made with a low min_score (chosen on the first)")
+    p.add_argument("--rescore", type=Path, metavar="REPORT.json",
+                   help="a run's metrics again, at --min-score T and/or only over the items of --subset-of")
+    p.add_argument("--min-score", type=float, help="with --rescore: the retrieval gate to apply")
+    p.add_argument("--subset-of", type=Path, metavar="OTHER.json", help="with --rescore: only the item ids of this report")
     p.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"), help="compare two JSON reports")
     p.add_argument("--model", help="bundled model name, path to a .gguf, or URL of an OpenAI-compatible server")
     p.add_argument("--top-k", type=int)

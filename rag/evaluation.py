@@ -653,6 +653,18 @@ def run_cli(args: Any, settings: Settings, *, embedder: "Embedder | None" = None
                                          encoding="utf-8")
             print(f"comparison written to {args.report}")
         return EXIT_OK
+    if getattr(args, "rescore", None):
+        from rag.calibration import rescore
+
+        subset = getattr(args, "subset_of", None)
+        ids = {i["id"] for i in load_report(subset)["items"]} if subset else None
+        metrics = rescore(load_report(args.rescore), getattr(args, "min_score", None), ids)
+        print(metrics_table(metrics))
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps({"metrics": metrics, "rescored_from": str(args.rescore),
+                                                       "min_score": getattr(args, "min_score", None),
+                                                       "subset_of": str(subset) if subset else None}, indent=1))
+        return EXIT_OK
     if getattr(args, "refusal_curve", None):
         return _refusal_curve_cli([Path(p) for p in args.refusal_curve], getattr(args, "report", None))
     if not getattr(args, "testset", None):

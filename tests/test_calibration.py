@@ -76,3 +76,25 @@ def test_cli_refusal_curve_writes_table_and_plot(tmp_path, capsys):
     assert "Chosen on squad-min0" in out and "(chosen)" in out
     assert (tmp_path / "curve.png").stat().st_size > 1000
     assert "![curve](curve.png)" in (tmp_path / "curve.md").read_text()
+
+
+def full_item(id, must_refuse, best, abstained=False, contains=None):
+    return {**item(must_refuse, best, abstained, contains), "id": id, "question": f"q{id}?", "answer": "a [1]",
+            "gold_answers": [] if must_refuse else ["a"], "exact_match": 0.0 if contains is not None else None,
+            "citations": [] if abstained else [{"n": 1, "supports": bool(contains)}],
+            "first_hit_rank": None if must_refuse else 1, "timings": {"total": 1.0}}
+
+
+def test_rescore_applies_the_gate_and_the_subset():
+    report = {"config": {"min_score": 0.0}, "metrics": {}, "items": [
+        full_item("r1", True, 0.10), full_item("r2", True, 0.50),
+        full_item("a1", False, 0.20, contains=1.0), full_item("a2", False, 0.60, contains=1.0)]}
+    m0 = C.rescore(report)
+    assert (m0["refusal_recall"], m0["false_refusal_rate"], m0["contains"]) == (0.0, 0.0, 1.0)
+    m = C.rescore(report, 0.3)
+    assert (m["refusal_recall"], m["false_refusal_rate"], m["contains"]) == (0.5, 0.5, 0.5)
+    assert m["citation_recall"] == 0.5  # the gated answer lost its citation
+    sub = C.rescore(report, 0.3, ids={"r2", "a2"})
+    assert sub["n_items"] == 2 and sub["refusal_recall"] == 0.0 and sub["contains"] == 1.0
+    with pytest.raises(InputError):
+        C.rescore({**report, "config": {"min_score": 0.4}}, 0.3)
