@@ -64,11 +64,14 @@ def _best_score(item: dict[str, Any]) -> float:
 
 
 def choose_threshold(points: Sequence[CurvePoint], max_false_refusal: float = 0.15) -> CurvePoint:
-    """The highest refusal recall whose false-refusal rate stays within the budget (ties: most correct)."""
+    """The highest refusal recall whose false-refusal rate stays within the budget. When no
+    threshold is within it, the highest refusal recall among those with the lowest false-refusal
+    rate: whatever the gate adds there comes at no extra cost. Ties go to the lower threshold."""
     within = [p for p in points if p.false_refusal_rate <= max_false_refusal]
     if not within:
-        return min(points, key=lambda p: p.false_refusal_rate)
-    return max(within, key=lambda p: (p.refusal_recall, p.correct))
+        lowest = min(p.false_refusal_rate for p in points)
+        within = [p for p in points if p.false_refusal_rate == lowest]
+    return max(within, key=lambda p: (p.refusal_recall, p.correct, -p.threshold))
 
 
 def curve_table(points: Sequence[CurvePoint], marked: CurvePoint | None = None) -> str:

@@ -41,6 +41,10 @@ def test_choice_is_the_best_recall_within_the_false_refusal_budget():
     points = C.refusal_curve(REPORT, [0.0, 0.3, 0.5])
     assert C.choose_threshold(points, max_false_refusal=0.5).threshold == 0.3
     assert C.choose_threshold(points, max_false_refusal=0.25).threshold == 0.0
+    # nothing within the budget: the best recall at the lowest false-refusal rate, lowest threshold on ties
+    flat = [C.CurvePoint(t, rr, 0.3, 0.3, 0.1, 0.5) for t, rr in ((0.0, 0.4), (0.1, 0.5), (0.2, 0.5))]
+    flat.append(C.CurvePoint(0.5, 0.9, 0.6, 0.1, 0.05, 0.5))
+    assert C.choose_threshold(flat, max_false_refusal=0.15).threshold == 0.1
 
 
 def test_curve_needs_both_kinds_of_items():
