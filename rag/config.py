@@ -46,7 +46,7 @@ class Settings:
     # FAISS index: "auto" picks flat (exact) for small corpora and IVF for large ones (rag/store.py).
     index_type: str = "auto"
     # Quality switches (issue 5); defaults are the best measured configuration (docs/evaluation.md).
-    retrieval: str = "dense"  # dense | hybrid (dense fused with BM25)
+    retrieval: str = "hybrid"  # hybrid (dense fused with BM25) | dense; measured in docs/evaluation.md
     context: str = "chunk"  # chunk | sentences (only the sentences that bear on the question)
     context_words: int = 60  # per passage, when context = sentences
     answer_style: str = "sentence"  # sentence | short (just the answering words, cited)
