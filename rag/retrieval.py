@@ -64,7 +64,8 @@ class HybridRetriever:
             from llama_index.retrievers.bm25 import BM25Retriever
 
             nodes = [TextNode(id_=str(c.id), text=c.text) for c in self.store.chunks.values()]
-            self._bm25 = BM25Retriever.from_defaults(nodes=nodes, similarity_top_k=top) if nodes else None
+            self._bm25 = (BM25Retriever.from_defaults(nodes=nodes, similarity_top_k=min(top, len(nodes)))
+                          if nodes else None)
             self._bm25_key = key
         if self._bm25 is not None:
             self._bm25.similarity_top_k = min(top, len(self.store.chunks))
