@@ -36,7 +36,7 @@ from rag import metrics as M
 from rag.citations import strip_markers
 from rag.config import PROJECT_ROOT, Settings
 from rag.errors import InputError
-from rag.testsets import TestItem, TestSet, load_testset
+from rag.testsets import TestItem, TestSet, load_testset, read_json
 from rag.types import Answer, short_source
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -550,12 +550,7 @@ def _report_ingest(report: Any) -> None:
 
 def load_report(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InputError(f"report not found: {path}") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read report {path}: {exc}") from exc
+    data = read_json(path, "report", "report")
     if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
         raise InputError(f"{path} is not a rag eval JSON report (no 'metrics')")
     return data

@@ -168,15 +168,19 @@ def _item_from(record: Any, problems: list[Problem], *, line: int | None, defaul
 
 # -- SQuAD ------------------------------------------------------------------------------------
 
+def read_json(path: Path, what: str, missing: str) -> Any:
+    """A JSON file, or an InputError naming it: `missing` when it does not exist, `what` otherwise."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except FileNotFoundError as exc:
+        raise InputError(f"{missing} not found: {path}") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read {what} {path}: {exc}") from exc
+
+
 def load_squad(path: str | Path) -> TestSet:
     path = Path(path).expanduser()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except FileNotFoundError as exc:
-        raise InputError(f"test set not found: {path}") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read SQuAD file {path}: {exc}") from exc
-    return parse_squad(data, path)
+    return parse_squad(read_json(path, "SQuAD file", "test set"), path)
 
 
 def _slug(text: str, limit: int = 40) -> str:
