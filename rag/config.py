@@ -51,6 +51,7 @@ class Settings:
     context_words: int = 60  # per passage, when context = sentences
     answer_style: str = "sentence"  # sentence | short (just the answering words, cited)
     support: str = "lexical"  # lexical | embedding (also accept close paraphrases; rag/citations.py)
+    diversity: float = 0.0  # MMR weight against near-duplicate passages; 0 = off (rag/retrieval.py)
     cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rag")
 
     def __post_init__(self) -> None:
@@ -72,6 +73,8 @@ class Settings:
             raise ConfigError(f"answer_style={self.answer_style!r} is not known; use sentence or short")
         if self.support not in ("lexical", "embedding"):
             raise ConfigError(f"support={self.support!r} is not known; use lexical or embedding")
+        if not 0.0 <= self.diversity < 1.0:
+            raise ConfigError(f"diversity={self.diversity} is out of range; use 0 (off) up to below 1, e.g. 0.3")
         if not 10 <= self.context_words <= 1000:
             raise ConfigError(f"context_words={self.context_words} is out of range; use 10..1000")
         if self.index_type not in ("auto", "flat", "hnsw", "ivf"):

@@ -450,6 +450,7 @@ def run_config(rag: "RAG", testset: TestSet, *, limit: int | None, n_planned: in
         "context_words": s.context_words,
         "answer_style": s.answer_style,
         "support": s.support,
+        "diversity": s.diversity,
         "embed_model": manifest.embed_model,
         "embed_backend": s.embed_backend,
         "chunk_size": manifest.chunk_size,

@@ -1,7 +1,7 @@
 """The wiring: one place where settings pick the parts and the data flows stage to stage.
 
     ingest: paths -> loading.load -> SentenceChunker.split -> Embedder.embed -> IndexStore (atomic save)
-    ask:    question -> DenseRetriever.retrieve -> Answerer.stream (prompt, LLM, citations, refusal) -> Answer
+    ask:    question -> Dense|HybridRetriever (+ DiverseRetriever) .retrieve -> [SentenceSelector] -> Answerer.stream (prompt, LLM, citations, refusal) -> Answer
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from rag.config import DEFAULT_INDEX_DIR, SEEDS_DIR, Settings
 from rag.embedding import Embedder, build_embedder
 from rag.errors import InputError, LoadError
 from rag.context import SentenceSelector
-from rag.retrieval import DenseRetriever, HybridRetriever, Retriever
+from rag.retrieval import DenseRetriever, DiverseRetriever, HybridRetriever, Retriever
 from rag.store import IndexStore
 from rag.types import Answer, Chunk, Document, DocumentInfo, FileFailure, IngestReport, Passage
 
@@ -41,6 +41,8 @@ class RAG:
         self.chunker = SentenceChunker(m.chunk_size, m.chunk_overlap)
         self.retriever: Retriever = (HybridRetriever(store, embedder) if settings.retrieval == "hybrid"
                                      else DenseRetriever(store, embedder))
+        if settings.diversity > 0:
+            self.retriever = DiverseRetriever(self.retriever, store, embedder, settings.diversity)
         self.selector = SentenceSelector(embedder, settings.context_words) if settings.context == "sentences" else None
         self._llm = llm
         self._write_lock = threading.RLock()

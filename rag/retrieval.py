@@ -10,6 +10,7 @@ from typing import Protocol
 import numpy as np
 
 from rag.embedding import Embedder
+from rag.errors import ConfigError
 from rag.store import IndexStore
 from rag.types import Chunk, Passage
 
@@ -89,3 +90,47 @@ class HybridRetriever:
             cosine.update({i: float(np.dot(v, qv)) for i, v in zip(missing, vectors)})
         chunks: list[Chunk] = [self.store.chunks[i] for i in fused]
         return [Passage.of(c, cosine[c.id]) for c in chunks]
+
+
+def mmr_order(relevance: np.ndarray, vectors: np.ndarray, k: int, diversity: float) -> list[int]:
+    """Maximal marginal relevance: pick, one at a time, the candidate with the best
+    (1 - diversity) * relevance - diversity * (highest cosine to a candidate already picked)."""
+    n = len(relevance)
+    if n == 0:
+        return []
+    picked = [int(np.argmax(relevance))]
+    sims = vectors @ vectors.T
+    while len(picked) < min(k, n):
+        closest = sims[:, picked].max(axis=1)
+        score = (1.0 - diversity) * relevance - diversity * closest
+        score[picked] = -np.inf
+        picked.append(int(np.argmax(score)))
+    return picked
+
+
+class DiverseRetriever:
+    """MMR over a larger pool from another retriever, so near-duplicate passages (overlapping chunks,
+    repeated boilerplate) do not fill all k slots.
+
+    Relevance is the pool's own order (1 for the first, falling linearly to 0 for the last), not the
+    cosine, so a hybrid pool keeps what BM25 contributed; `diversity` 0 returns the pool's top k."""
+
+    def __init__(self, base: Retriever, store: IndexStore, embedder: Embedder, diversity: float, pool: int = 3) -> None:
+        if not 0.0 <= diversity < 1.0:
+            raise ConfigError(f"diversity={diversity} is out of range; use 0 (off) up to below 1")
+        self.base = base
+        self.store = store
+        self.embedder = embedder
+        self.diversity = diversity
+        self.pool = pool
+
+    def retrieve(self, question: str, k: int) -> list[Passage]:
+        candidates = self.base.retrieve(question, k * self.pool)
+        if len(candidates) <= 1 or self.diversity == 0.0:
+            return candidates[:k]
+        vectors = self.store.vectors([p.chunk.id for p in candidates])
+        if vectors is None:
+            vectors = self.embedder.embed([p.text for p in candidates])
+        n = len(candidates)
+        relevance = 1.0 - np.arange(n, dtype=np.float32) / (n - 1)
+        return [candidates[i] for i in mmr_order(relevance, np.asarray(vectors, np.float32), k, self.diversity)]

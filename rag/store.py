@@ -213,6 +213,16 @@ class IndexStore:
             scores, ids = self.index.search(query, min(k, live))
         return [(self.chunks[int(i)], float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]
 
+    def vectors(self, ids: list[int]) -> np.ndarray | None:
+        """Stored vectors of live chunk ids (flat and HNSW); None where FAISS cannot reconstruct (IVF
+        without a direct map), so the caller re-embeds instead."""
+        if self.kind == "ivf":
+            return None
+        try:
+            return np.stack([self.index.reconstruct(int(i)) for i in ids]) if ids else np.zeros((0, self.manifest.dim), np.float32)
+        except RuntimeError:
+            return None
+
     def _hnsw_params(self) -> faiss.SearchParametersHNSW:
         if self._params is None:
             params = faiss.SearchParametersHNSW()

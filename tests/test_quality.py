@@ -1,6 +1,11 @@
-"""Issue 5's pieces on hand-made data: rank fusion, hybrid retrieval, sentence selection."""
+"""Issue 5's pieces on hand-made data: rank fusion, hybrid retrieval, MMR, sentence selection."""
 from rag.context import SentenceSelector
-from rag.retrieval import DenseRetriever, HybridRetriever, reciprocal_rank_fusion
+import numpy as np
+import pytest
+
+from rag.config import Settings
+from rag.errors import ConfigError
+from rag.retrieval import DenseRetriever, DiverseRetriever, HybridRetriever, mmr_order, reciprocal_rank_fusion
 from rag.store import IndexStore
 from rag.testing import FakeEmbedder
 from rag.types import Chunk, Passage
@@ -53,3 +58,43 @@ def test_selector_keeps_the_relevant_sentence_with_exact_offsets():
     assert len(selected.text.split()) <= 15
     assert doc[selected.start - offset:selected.end - offset] == selected.text
     assert selected.score == 0.7 and selected.chunk is chunk
+
+
+def test_mmr_skips_a_near_duplicate_of_what_it_already_picked():
+    a = np.array([1.0, 0.0, 0.0]); b = np.array([0.99, 0.141, 0.0]); c = np.array([0.0, 0.0, 1.0])
+    vectors = np.stack([a, b / np.linalg.norm(b), c]).astype(np.float32)
+    relevance = np.array([1.0, 0.9, 0.5], dtype=np.float32)
+    assert mmr_order(relevance, vectors, 2, diversity=0.3) == [0, 2]   # b is almost a
+    assert mmr_order(relevance, vectors, 2, diversity=0.0) == [0, 1]   # pure relevance
+    assert mmr_order(relevance, vectors, 5, diversity=0.3) == [0, 2, 1]  # k beyond the pool
+
+
+def test_diverse_retriever_trades_a_duplicate_chunk_for_a_new_one(tmp_path):
+    same = "The base near Agadez cost about $110 million to build."
+    texts = [same, same + " Again.", "Russia sent military instructors to Niamey in April 2024."]
+    store, emb = _store(tmp_path, texts)
+    dense = DenseRetriever(store, emb)
+    question = "How much did the base near Agadez cost to build?"
+    plain = [p.text for p in dense.retrieve(question, 2)]
+    assert sorted(plain) == sorted(texts[:2])  # the near-duplicates fill both slots
+    diverse = DiverseRetriever(dense, store, emb, diversity=0.5).retrieve(question, 2)
+    assert [p.text for p in diverse] == [plain[0], texts[2]]
+    assert diverse[1].score == pytest.approx(dense.retrieve(question, 3)[2].score)  # still the cosine
+    assert [p.text for p in DiverseRetriever(dense, store, emb, diversity=0.0).retrieve(question, 2)] == plain
+
+
+def test_diversity_is_validated():
+    with pytest.raises(ConfigError, match="diversity=1.0"):
+        Settings(diversity=1.0)
+    assert Settings(diversity=0.3).diversity == 0.3
+
+
+def test_diverse_retriever_re_embeds_when_the_index_cannot_reconstruct(tmp_path, monkeypatch):
+    texts = ["alpha beta gamma", "alpha beta gamma delta", "zeta eta theta"]
+    store, emb = _store(tmp_path, texts)
+    np.testing.assert_allclose(store.vectors([2]),
+                               emb.embed([texts[2]]), atol=1e-6)
+    expected = [p.text for p in DiverseRetriever(DenseRetriever(store, emb), store, emb, 0.5).retrieve("alpha beta", 2)]
+    monkeypatch.setattr(store, "vectors", lambda ids: None)  # as for an IVF index
+    again = [p.text for p in DiverseRetriever(DenseRetriever(store, emb), store, emb, 0.5).retrieve("alpha beta", 2)]
+    assert again == expected
