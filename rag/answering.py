@@ -53,8 +53,10 @@ class Answerer:
 
     def stream(self, question: str, passages: list[Passage], timings: dict[str, float]) -> Iterator[str | Answer]:
         """Yield text deltas as the model produces them, then the final Answer."""
-        if not passages or passages[0].score < self.min_score:
-            best = f"{passages[0].score:.2f}" if passages else "none"
+        # The best cosine of any passage, not the first: a fused or diversified order need not put it first.
+        best_score = max((p.score for p in passages), default=None)
+        if best_score is None or best_score < self.min_score:
+            best = f"{best_score:.2f}" if best_score is not None else "none"
             yield self._refuse(question, passages, timings, f"no passage is relevant enough (best score {best} < {self.min_score})")
             return
         start = time.perf_counter()

@@ -98,3 +98,21 @@ def test_diverse_retriever_re_embeds_when_the_index_cannot_reconstruct(tmp_path,
     monkeypatch.setattr(store, "vectors", lambda ids: None)  # as for an IVF index
     again = [p.text for p in DiverseRetriever(DenseRetriever(store, emb), store, emb, 0.5).retrieve("alpha beta", 2)]
     assert again == expected
+
+
+def test_the_gate_reads_the_best_passage_not_the_first():
+    from rag.answering import Answerer
+    from rag.testing import FakeLLM
+
+    def chunk(i, text):
+        return Chunk(id=i, doc_id="d", source="/d.txt", text=text, start=0, end=len(text))
+
+    # A fused order can put a BM25 hit with a low cosine first; the gate must still see the 0.8 one.
+    passages = [Passage.of(chunk(0, "Agadez base notes."), 0.1),
+                Passage.of(chunk(1, "Washington spent about $110 million on the base."), 0.8)]
+    llm = FakeLLM(["Washington spent about $110 million on the base [2]."])
+    answer = list(Answerer(llm, min_score=0.3).stream("How much did the base cost?", passages, {}))[-1]
+    assert not answer.abstained and answer.citations[0].n == 2
+    low = [Passage.of(chunk(0, "Agadez base notes."), 0.1), Passage.of(chunk(1, "Other words."), 0.2)]
+    refused = list(Answerer(FakeLLM(["unused"]), min_score=0.3).stream("How much?", low, {}))[-1]
+    assert refused.abstained and "best score 0.20" in refused.refusal_reason
