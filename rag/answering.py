@@ -32,13 +32,16 @@ class Answerer:
     """Owns the prompt and the post-processing; receives its LLM from the wiring."""
 
     def __init__(self, llm: LLM, min_score: float = 0.3, prompts_dir: Path = PROMPTS_DIR,
-                 style: str = "sentence", semantic: SemanticSupport | None = None) -> None:
+                 style: str = "sentence", semantic: SemanticSupport | None = None,
+                 best_last: bool = False) -> None:
         self.llm = llm
         self.min_score = min_score
         self.prompts_dir = prompts_dir
         # "sentence": one or two cited sentences; "short": the answering words only (answer_system_short)
         self.system_prompt = SYSTEM_PROMPTS[style]
         self.semantic = semantic
+        # Small models weigh the text nearest the question most; best_last puts the top passage there.
+        self.best_last = best_last
 
     def messages(self, question: str, passages: list[Passage]) -> list[ChatMessage]:
         blocks = "\n\n".join(
@@ -59,9 +62,11 @@ class Answerer:
             best = f"{best_score:.2f}" if best_score is not None else "none"
             yield self._refuse(question, passages, timings, f"no passage is relevant enough (best score {best} < {self.min_score})")
             return
+        # `shown` is the prompt's numbering ([n] = shown[n-1]); Answer.passages keeps the retrieval rank.
+        shown = passages[::-1] if self.best_last else passages
         start = time.perf_counter()
         parts: list[str] = []
-        for response in self.llm.stream_chat(self.messages(question, passages)):
+        for response in self.llm.stream_chat(self.messages(question, shown)):
             delta = response.delta or ""
             if not delta:
                 continue
@@ -74,12 +79,12 @@ class Answerer:
         if is_refusal(raw):
             yield self._refuse(question, passages, timings, "the model found no answer in the passages", raw)
             return
-        text, sentences = attribute(raw, passages, question, semantic=self.semantic)
+        text, sentences = attribute(raw, shown, question, semantic=self.semantic)
         if not any(s.supported for s in sentences):
             yield self._refuse(question, passages, timings, "no sentence of the model's answer is supported by the passages", raw)
             return
         cited = sorted({n for s in sentences for n in s.citations})
-        citations = [_citation(n, passages[n - 1]) for n in cited]
+        citations = [_citation(n, shown[n - 1]) for n in cited]
         yield Answer(question=question, text=text, citations=citations, abstained=False,
                      sentences=sentences, timings=timings, passages=passages, model_text=raw)
 

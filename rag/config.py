@@ -51,6 +51,7 @@ class Settings:
     context_words: int = 60  # per passage, when context = sentences
     answer_style: str = "sentence"  # sentence | short (just the answering words, cited)
     support: str = "lexical"  # lexical | embedding (also accept close paraphrases; rag/citations.py)
+    passage_order: str = "best_first"  # best_first | best_last (the top passage next to the question)
     diversity: float = 0.0  # MMR weight against near-duplicate passages; 0 = off (rag/retrieval.py)
     cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rag")
 
@@ -73,6 +74,8 @@ class Settings:
             raise ConfigError(f"answer_style={self.answer_style!r} is not known; use sentence or short")
         if self.support not in ("lexical", "embedding"):
             raise ConfigError(f"support={self.support!r} is not known; use lexical or embedding")
+        if self.passage_order not in ("best_first", "best_last"):
+            raise ConfigError(f"passage_order={self.passage_order!r} is not known; use best_first or best_last")
         if not 0.0 <= self.diversity < 1.0:
             raise ConfigError(f"diversity={self.diversity} is out of range; use 0 (off) up to below 1, e.g. 0.3")
         if not 10 <= self.context_words <= 1000:

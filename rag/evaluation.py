@@ -451,6 +451,7 @@ def run_config(rag: "RAG", testset: TestSet, *, limit: int | None, n_planned: in
         "answer_style": s.answer_style,
         "support": s.support,
         "diversity": s.diversity,
+        "passage_order": s.passage_order,
         "embed_model": manifest.embed_model,
         "embed_backend": s.embed_backend,
         "chunk_size": manifest.chunk_size,

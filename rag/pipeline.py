@@ -166,7 +166,8 @@ class RAG:
             passages = self.selector.select(question, passages)
             timings["select"] = time.perf_counter() - start - timings["retrieve"]
         answerer = Answerer(self.llm, min_score=self.settings.min_score, style=self.settings.answer_style,
-                            semantic=SemanticSupport(self.embedder) if self.settings.support == "embedding" else None)
+                            semantic=SemanticSupport(self.embedder) if self.settings.support == "embedding" else None,
+                            best_last=self.settings.passage_order == "best_last")
         with self._llm_lock:
             for item in answerer.stream(question, passages, timings):
                 if isinstance(item, Answer):
