@@ -22,7 +22,6 @@ Reported per model:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import sys
@@ -41,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from rag.answering import Answerer  # noqa: E402
 from rag.config import SEEDS_DIR, Settings  # noqa: E402
-from rag.llm import REGISTRY, _amx_compiled_in, _cpu_has_amx, _model_params_without_extra_buffers, describe_models, model_path  # noqa: E402
+from rag.llm import LLAMA_N_BATCH, REGISTRY, describe_models, loading_llama, model_path  # noqa: E402
 from rag.pipeline import RAG  # noqa: E402
 from rag.testsets import load_testset  # noqa: E402
 
@@ -76,10 +75,9 @@ def raw_llama(path: Path, settings: Settings):
     """llama_cpp.Llama with the parameters build_llm gives LlamaCPP (incl. its AMX workaround)."""
     import llama_cpp
 
-    avoid_amx = _amx_compiled_in() and _cpu_has_amx()
-    with (_model_params_without_extra_buffers() if avoid_amx else contextlib.nullcontext()):
+    with loading_llama():
         return llama_cpp.Llama(model_path=str(path), n_ctx=settings.context_window, n_threads=settings.threads,
-                               n_batch=512, verbose=False)
+                               n_batch=LLAMA_N_BATCH, verbose=False)
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:

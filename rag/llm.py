@@ -518,6 +518,18 @@ def _model_params_without_extra_buffers() -> Iterator[None]:
         lc.llama_model_default_params = original
 
 
+@contextlib.contextmanager
+def loading_llama() -> Iterator[None]:
+    """Hold while constructing any llama_cpp.Llama (directly or through LlamaCPP): one load at a time,
+    with the AMX workaround when this build and CPU need it. bench/generate.py uses it too."""
+    avoid_amx = _amx_compiled_in() and _cpu_has_amx()
+    with _LOAD_LOCK, (_model_params_without_extra_buffers() if avoid_amx else contextlib.nullcontext()):
+        yield
+
+
+LLAMA_N_BATCH = 512
+
+
 def build_llm(settings: "Settings", *, progress: Callable[[int, int], None] | None = None) -> "LLM":
     """A llama-index LLM for `settings.model`: a bundled name or .gguf path -> LlamaCPP (loaded now,
     seconds), an http(s) URL -> OpenAILike (no network contact until used). Not cached: keep the result."""
@@ -533,15 +545,14 @@ def build_llm(settings: "Settings", *, progress: Callable[[int, int], None] | No
             "pip install llama-index-llms-llama-cpp"
         ) from exc
 
-    avoid_amx = _amx_compiled_in() and _cpu_has_amx()
     try:
-        with _LOAD_LOCK, (_model_params_without_extra_buffers() if avoid_amx else contextlib.nullcontext()):
+        with loading_llama():
             llm = LlamaCPP(
                 model_path=str(path),
                 temperature=settings.temperature,
                 max_new_tokens=settings.max_new_tokens,
                 context_window=settings.context_window,
-                model_kwargs={"n_threads": settings.threads, "n_batch": 512, "verbose": False},
+                model_kwargs={"n_threads": settings.threads, "n_batch": LLAMA_N_BATCH, "verbose": False},
                 verbose=False,
             )
     except Exception as exc:
