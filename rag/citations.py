@@ -9,8 +9,11 @@ of the passage; numbers and names are still checked exactly. This is what stops 
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from rag.chunking import split_sentences
 from rag.types import AnswerSentence, Passage
@@ -97,16 +100,29 @@ class SemanticSupport:
     between `floor` and the lexical threshold still counts as supported when it is close in meaning
     (cosine >= `min_cosine`) to one sentence of the passage. It never overrides a wrong number or name."""
 
+    CACHE_PASSAGES = 256  # passages' sentence vectors kept; the same passages come back question after question
+
     def __init__(self, embedder: "Embedder", min_cosine: float = 0.75, floor: float = 0.34) -> None:
         self.embedder = embedder
         self.min_cosine = min_cosine
         self.floor = floor
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def _passage_vectors(self, passage_text: str) -> np.ndarray:
+        vectors = self._cache.get(passage_text)
+        if vectors is None:
+            spans = split_sentences(passage_text)
+            vectors = self.embedder.embed([passage_text[sp.start:sp.end] for sp in spans] or [passage_text])
+            self._cache[passage_text] = vectors
+            if len(self._cache) > self.CACHE_PASSAGES:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(passage_text)
+        return vectors
 
     def similarity(self, sentence: str, passage_text: str) -> float:
-        spans = split_sentences(passage_text)
-        texts = [passage_text[sp.start:sp.end] for sp in spans] or [passage_text]
-        vectors = self.embedder.embed([sentence] + texts)
-        return float((vectors[1:] @ vectors[0]).max())
+        passage = self._passage_vectors(passage_text)
+        return float((passage @ self.embedder.embed([sentence])[0]).max())
 
 
 def strip_markers(text: str) -> str:

@@ -44,6 +44,7 @@ class RAG:
         if settings.diversity > 0:
             self.retriever = DiverseRetriever(self.retriever, store, embedder, settings.diversity)
         self.selector = SentenceSelector(embedder, settings.context_words) if settings.context == "sentences" else None
+        self.semantic = SemanticSupport(embedder) if settings.support == "embedding" else None
         self._llm = llm
         self._write_lock = threading.RLock()
         self._llm_lock = threading.Lock()
@@ -166,7 +167,7 @@ class RAG:
             passages = self.selector.select(question, passages)
             timings["select"] = time.perf_counter() - start - timings["retrieve"]
         answerer = Answerer(self.llm, min_score=self.settings.min_score, style=self.settings.answer_style,
-                            semantic=SemanticSupport(self.embedder) if self.settings.support == "embedding" else None,
+                            semantic=self.semantic,
                             best_last=self.settings.passage_order == "best_last")
         with self._llm_lock:
             for item in answerer.stream(question, passages, timings):

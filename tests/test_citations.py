@@ -91,3 +91,23 @@ def test_semantic_support_accepts_a_paraphrase_but_never_a_wrong_number():
     assert not sents[0].supported  # same meaning to the embedder, but the number is not in the passage
     _, sents = attribute("Paris is the capital of France [2].", PS, semantic=semantic)
     assert not sents[0].supported  # too few shared words to ask the embedder at all
+
+
+def test_semantic_support_embeds_each_passage_once():
+    from rag.citations import SemanticSupport
+
+    class CountingEmbedder(SynonymEmbedder):
+        def __init__(self):
+            super().__init__()
+            self.calls: list[int] = []
+
+        def embed(self, texts, progress=False):
+            self.calls.append(len(texts))
+            return super().embed(texts)
+
+    embedder = CountingEmbedder()
+    semantic = SemanticSupport(embedder)
+    first = semantic.similarity("France pulled out about 1,500 troops", PS[1].text)
+    again = semantic.similarity("France pulled out about 1,500 troops", PS[1].text)
+    assert first == again
+    assert len(embedder.calls) == 3 and embedder.calls[1:] == [1, 1]  # the passage was embedded once
