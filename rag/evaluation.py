@@ -601,7 +601,10 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any], *, names: tuple[str, s
     for flag, label in ((a.get("partial"), na), (b.get("partial"), nb)):
         if flag:
             out.append(f"note: {label} is a partial (interrupted) run")
-    out.append(f"items in both: {len(common)}; right in {nb} only: {len(better)}; right in {na} only: {len(worse)}")
+    p = M.sign_test(len(better), len(worse))
+    chance = "" if p is None else (f"; sign test p = {p:.2f} (the chance of a split at least this uneven "
+                                   "if the two runs were equally good)")
+    out.append(f"items in both: {len(common)}; right in {nb} only: {len(better)}; right in {na} only: {len(worse)}{chance}")
     for title, ids in ((f"right in {nb} only", better), (f"right in {na} only", worse)):
         for k in ids[:max_changes]:
             out.append(f"{'- ' if markdown else '  '}{title}: {k}: {_cut(ib[k]['question'], 70)} "

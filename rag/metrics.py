@@ -134,3 +134,14 @@ def percentile(values: Iterable[float], q: float) -> float | None:
     lo = math.floor(pos)
     hi = min(lo + 1, len(data) - 1)
     return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def sign_test(wins: int, losses: int) -> float | None:
+    """Two-sided exact sign test on paired outcomes (items right in only one of two runs): the chance of a
+    split at least this uneven if both runs were equally good. None when no item differs."""
+    n = wins + losses
+    if n == 0:
+        return None
+    k = min(wins, losses)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)

@@ -450,3 +450,12 @@ def test_seed_set_with_the_real_default_model(real_rag, tmp_path):
     assert m["hit_at_k"] >= 0.9, summary
     paths = report.write_markdown(tmp_path / "seed.md")
     assert all(p.is_file() for p in paths)
+
+
+def test_compare_gives_the_sign_test_of_the_items_that_changed():
+    def run(correct):
+        return {"metrics": {"contains": 0.5}, "config": {},
+                "items": [{"id": str(i), "question": f"q{i}", "correct": c, "verdict": "x"} for i, c in enumerate(correct)]}
+    text = compare_reports(run([False] * 10 + [True] * 6), run([True] * 10 + [False] * 6))
+    assert "right in B only: 10; right in A only: 6; sign test p = 0.45" in text
+    assert "sign test" not in compare_reports(run([True]), run([True]))

@@ -179,3 +179,13 @@ def test_compute_metrics_undefined_are_none_not_zero():
     assert only_refuse["refusal_recall"] == 1.0
     empty = compute_metrics([])
     assert empty["latency_p50_s"] is None and empty["n_items"] == 0
+
+
+def test_sign_test_exact_values():
+    from rag.metrics import sign_test
+
+    assert sign_test(0, 0) is None
+    assert sign_test(1, 0) == 1.0
+    assert sign_test(6, 10) == pytest.approx(0.4545, abs=1e-4)  # 2 * P(X <= 6), X ~ Bin(16, 1/2)
+    assert sign_test(10, 6) == sign_test(6, 10)
+    assert sign_test(0, 10) == pytest.approx(2 / 1024)
