@@ -52,6 +52,7 @@ class Settings:
     answer_style: str = "sentence"  # sentence | short (just the answering words, cited)
     support: str = "lexical"  # lexical | embedding (also accept close paraphrases; rag/citations.py)
     passage_order: str = "best_first"  # best_first | best_last (the top passage next to the question)
+    query_rewrite: str = "off"  # off | hyde (search with a hypothetical answer; one more LLM call)
     diversity: float = 0.0  # MMR weight against near-duplicate passages; 0 = off (rag/retrieval.py)
     cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rag")
 
@@ -74,6 +75,8 @@ class Settings:
             raise ConfigError(f"answer_style={self.answer_style!r} is not known; use sentence or short")
         if self.support not in ("lexical", "embedding"):
             raise ConfigError(f"support={self.support!r} is not known; use lexical or embedding")
+        if self.query_rewrite not in ("off", "hyde"):
+            raise ConfigError(f"query_rewrite={self.query_rewrite!r} is not known; use off or hyde")
         if self.passage_order not in ("best_first", "best_last"):
             raise ConfigError(f"passage_order={self.passage_order!r} is not known; use best_first or best_last")
         if not 0.0 <= self.diversity < 1.0:

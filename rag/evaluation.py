@@ -452,6 +452,7 @@ def run_config(rag: "RAG", testset: TestSet, *, limit: int | None, n_planned: in
         "support": s.support,
         "diversity": s.diversity,
         "passage_order": s.passage_order,
+        "query_rewrite": s.query_rewrite,
         "embed_model": manifest.embed_model,
         "embed_backend": s.embed_backend,
         "chunk_size": manifest.chunk_size,

@@ -21,7 +21,8 @@ from rag.config import DEFAULT_INDEX_DIR, SEEDS_DIR, Settings
 from rag.embedding import Embedder, build_embedder
 from rag.errors import InputError, LoadError
 from rag.context import SentenceSelector
-from rag.retrieval import DenseRetriever, DiverseRetriever, HybridRetriever, Retriever
+from rag.retrieval import DenseRetriever, DiverseRetriever, HybridRetriever, Retriever, RewritingRetriever
+from rag.rewriting import HydeRewriter
 from rag.store import IndexStore
 from rag.types import Answer, Chunk, Document, DocumentInfo, FileFailure, IngestReport, Passage
 
@@ -41,6 +42,8 @@ class RAG:
         self.chunker = SentenceChunker(m.chunk_size, m.chunk_overlap)
         self.retriever: Retriever = (HybridRetriever(store, embedder) if settings.retrieval == "hybrid"
                                      else DenseRetriever(store, embedder))
+        if settings.query_rewrite == "hyde":
+            self.retriever = RewritingRetriever(self.retriever, self._hyde, store, embedder)
         if settings.diversity > 0:
             self.retriever = DiverseRetriever(self.retriever, store, embedder, settings.diversity)
         self.selector = SentenceSelector(embedder, settings.context_words) if settings.context == "sentences" else None
@@ -145,6 +148,11 @@ class RAG:
         condenser = QuestionCondenser(self.llm)
         with self._llm_lock:
             return condenser.condense(question, history)
+
+    def _hyde(self, question: str) -> str:
+        llm = self.llm
+        with self._llm_lock:
+            return HydeRewriter(llm).expand(question)
 
     def use_model(self, model: str) -> None:
         """Switch the LLM (bundled name, .gguf path or server URL); it loads on the next question."""

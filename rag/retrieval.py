@@ -5,6 +5,7 @@ order, so the refusal gate reads one calibrated number.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -134,3 +135,24 @@ class DiverseRetriever:
         n = len(candidates)
         relevance = 1.0 - np.arange(n, dtype=np.float32) / (n - 1)
         return [candidates[i] for i in mmr_order(relevance, np.asarray(vectors, np.float32), k, self.diversity)]
+
+
+class RewritingRetriever:
+    """Searches with a rewritten query (e.g. HyDE's question + hypothetical answer), then scores the
+    passages against the question as typed, so `Passage.score` stays the question's cosine."""
+
+    def __init__(self, base: Retriever, rewrite: Callable[[str], str], store: IndexStore, embedder: Embedder) -> None:
+        self.base = base
+        self.rewrite = rewrite
+        self.store = store
+        self.embedder = embedder
+
+    def retrieve(self, question: str, k: int) -> list[Passage]:
+        passages = self.base.retrieve(self.rewrite(question), k)
+        if not passages:
+            return passages
+        vectors = self.store.vectors([p.chunk.id for p in passages])
+        if vectors is None:
+            vectors = self.embedder.embed([p.text for p in passages])
+        scores = np.asarray(vectors, np.float32) @ self.embedder.embed([question])[0]
+        return [Passage.of(p.chunk, float(s)) for p, s in zip(passages, scores)]

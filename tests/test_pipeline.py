@@ -180,3 +180,13 @@ def test_answer_style_picks_the_system_prompt(make_rag):
         rag.ask("How much did Washington spend to establish the base in northern Niger?")
         system = rag.llm.messages_seen[-1][0].content
         assert words in system, (style, system)
+
+
+def test_hyde_asks_the_model_twice_and_answers_from_the_question(make_rag):
+    rag = make_rag("Washington paid about $110 million for the base.", answer_from_passage, query_rewrite="hyde")
+    rag.add([SEED_ARTICLE])
+    answer = rag.ask("How much did Washington spend to establish the base in northern Niger?")
+    assert len(rag.llm.prompts) == 2
+    assert "Washington paid about" not in rag.llm.prompts[1]  # the made-up text only moved the search
+    assert "Write two sentences" in rag.llm.prompts[0]
+    assert not answer.abstained and "$110 million" in answer.text

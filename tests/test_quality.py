@@ -134,3 +134,41 @@ def test_best_last_puts_the_top_passage_next_to_the_question_and_cites_what_was_
     assert [p.text for p in answer.passages] == texts  # retrieval rank is kept for evaluation
     with pytest.raises(ConfigError, match="best_first or best_last"):
         Settings(passage_order="last")
+
+
+def test_hyde_searches_with_the_hypothetical_answer_but_scores_the_question(tmp_path):
+    from rag.retrieval import RewritingRetriever
+    from rag.rewriting import HydeRewriter
+    from rag.testing import FakeLLM
+
+    texts = ["The presidential guard detained Bazoum in July 2023.", "Rainfall in the Sahel varies by season.",
+             "Weather and travel notes for visitors."]
+    store, emb = _store(tmp_path, texts)
+    llm = FakeLLM(["The presidential guard detained Bazoum and held him.\n\nMore text that is cut off."])
+    question = "Which unit arrested the president?"
+    expanded = HydeRewriter(llm).expand(question)
+    assert expanded.startswith(question + "\n") and "presidential guard detained Bazoum" in expanded
+    assert "cut off" not in expanded  # stops at the end of the first paragraph
+    assert question in llm.prompts[0]
+    dense = DenseRetriever(store, emb)
+    seen: list[str] = []
+
+    def rewrite(q):
+        seen.append(q)
+        return expanded
+
+    passages = RewritingRetriever(dense, rewrite, store, emb).retrieve(question, 3)
+    assert seen == [question]
+    assert passages[0].text == texts[0]
+    plain = {p.chunk.id: p.score for p in dense.retrieve(question, 3)}
+    for p in passages:  # the gate reads the question's own cosine
+        assert p.score == pytest.approx(plain[p.chunk.id], abs=1e-5)
+    with pytest.raises(ConfigError, match="off or hyde"):
+        Settings(query_rewrite="multi")
+
+
+def test_hyde_falls_back_to_the_question_when_the_model_writes_nothing():
+    from rag.rewriting import HydeRewriter
+    from rag.testing import FakeLLM
+
+    assert HydeRewriter(FakeLLM(["   "])).expand("What is it?") == "What is it?"
