@@ -102,3 +102,31 @@ def test_rescore_applies_the_gate_and_the_subset():
     assert sub["n_items"] == 2 and sub["refusal_recall"] == 0.0 and sub["contains"] == 1.0
     with pytest.raises(InputError):
         C.rescore({**report, "config": {"min_score": 0.4}}, 0.3)
+
+
+def test_ablation_table_pairs_each_run_with_the_default(tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("ablation_table", Path(__file__).parent.parent / "bench" / "ablation_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+
+    def run(name, items, **config):
+        for i in items:
+            i["correct"] = bool(i["abstained"]) if i["must_refuse"] else i["contains"] == 1.0
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"config": {"min_score": 0.0, "retrieval": "hybrid", "context": "chunk",
+                                               "answer_style": "sentence", **config}, "metrics": {}, "items": items}))
+        return str(path)
+
+    default = run("default", [full_item("r1", True, 0.10), full_item("a1", False, 0.60, contains=0.0),
+                              full_item("a2", False, 0.60, contains=1.0)])
+    other = run("other", [full_item("r1", True, 0.50), full_item("a1", False, 0.60, contains=1.0),
+                          full_item("a2", False, 0.20, contains=1.0)], support="embedding")
+    assert table.main(["0.30", default, other]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[2].startswith("| default |") and rows[2].endswith("| default |")
+    # r1: refused by the gate in default only; a1: right in other only; a2: gated in other only
+    assert "support=embedding" in rows[3] and rows[3].endswith("| 1 / 2 (1.00) |")
