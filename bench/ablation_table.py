@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rag.calibration import best_score, rescore  # noqa: E402
+from rag.calibration import gated, rescore  # noqa: E402
 from rag.metrics import sign_test  # noqa: E402
 
 KEYS = ["contains", "f1", "refusal_recall", "false_refusal_rate", "citation_precision", "citation_recall",
@@ -27,8 +27,8 @@ DEFAULTS = {"model": "qwen2.5-0.5b", "support": "lexical", "diversity": 0.0, "pa
 def right_after_gate(report: dict, gate: float) -> dict[str, bool]:
     out = {}
     for i in report["items"]:
-        gated = not i["abstained"] and best_score(i) < gate
-        out[i["id"]] = bool(i["abstained"] or gated) if i["must_refuse"] else bool(i["correct"]) and not gated
+        refused_by_gate = gated(i, gate)
+        out[i["id"]] = (bool(i["abstained"]) or refused_by_gate) if i["must_refuse"] else bool(i["correct"]) and not refused_by_gate
     return out
 
 

@@ -23,8 +23,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, load_average, log, machine, table  # noqa: E402
 
@@ -61,10 +59,9 @@ def bench_config(spec: str, base: Settings, index: Path, embedder, items, k: int
         passages = rag.retrieve(item.question, k)
         times.append(time.perf_counter() - start)
         ranks.append(M.first_hit_rank([M.text_contains(p.text, item.gold) for p in passages]))
-    hit = sum(r is not None for r in ranks) / len(ranks)
-    mrr = sum(1.0 / r for r in ranks if r) / len(ranks)
-    row = {"config": spec, "hit_at_k": round(hit, 3), "mrr": round(mrr, 3),
-           "retrieve_p50_ms": round(float(np.percentile(times, 50)) * 1000, 1), "items": len(items)}
+    scores = M.retrieval_scores(ranks)
+    row = {"config": spec, "hit_at_k": round(scores["hit_at_k"], 3), "mrr": round(scores["mrr"], 3),
+           "retrieve_p50_ms": round(M.percentile(times, 50) * 1000, 1), "items": len(items)}
     log(f"{spec}: hit@{k} {row['hit_at_k']}, mrr {row['mrr']}")
     return row
 

@@ -43,7 +43,7 @@ def refusal_curve(report: dict[str, Any], thresholds: Sequence[float] | None = N
             continue
 
         def refused(item: dict[str, Any]) -> bool:
-            return bool(item["abstained"]) or best_score(item) < t
+            return bool(item["abstained"]) or gated(item, t)
 
         rr = sum(refused(i) for i in refuse) / len(refuse)
         frr = sum(refused(i) for i in answerable) / len(answerable)
@@ -61,6 +61,11 @@ def refusal_curve(report: dict[str, Any], thresholds: Sequence[float] | None = N
 def best_score(item: dict[str, Any]) -> float:
     scores = [r["score"] for r in item.get("retrieved", [])]
     return max(scores) if scores else 0.0
+
+
+def gated(item: dict[str, Any], min_score: float) -> bool:
+    """Would a gate at `min_score` have refused this answered item (its best passage scores below it)?"""
+    return not item["abstained"] and best_score(item) < min_score
 
 
 def choose_threshold(points: Sequence[CurvePoint], max_false_refusal: float = 0.15) -> CurvePoint:
@@ -140,7 +145,7 @@ def rescore(report: dict[str, Any], min_score: float | None = None,
                        retrieved=list(i.get("retrieved") or []), exact_match=i.get("exact_match"), f1=i.get("f1"),
                        contains=i.get("contains"), first_hit_rank=i.get("first_hit_rank"),
                        timings=dict(i.get("timings") or {}), error=i.get("error"))
-        if min_score is not None and not r.abstained and best_score(i) < min_score:
+        if min_score is not None and gated(i, min_score):
             r.abstained, r.citations, r.answer = True, [], "Not in the documents."
             r.refusal_reason = f"no passage is relevant enough (rescored at min_score {min_score})"
             if not r.must_refuse:

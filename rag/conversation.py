@@ -22,6 +22,7 @@ from rag import prompts
 from rag.answering import is_refusal
 from rag.citations import content_words, strip_markers
 from rag.config import PROMPTS_DIR
+from rag.llm import complete_until
 
 log = logging.getLogger(__name__)
 
@@ -77,19 +78,11 @@ class QuestionCondenser:
 
     def _generate(self, prompt: str) -> str:
         """Stream the completion and stop at the end of its first non-empty line (the question)."""
-        text = ""
-        stream = self.llm.stream_complete(prompt)
-        try:
-            for response in stream:
-                text += response.delta or ""
-                stripped = text.lstrip()
-                if "\n" in stripped or len(stripped.split()) > self.max_words:
-                    break
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
-        return text
+        def enough(text: str) -> bool:
+            stripped = text.lstrip()
+            return "\n" in stripped or len(stripped.split()) > self.max_words
+
+        return complete_until(self.llm, prompt, enough)
 
     @staticmethod
     def clean(raw: str) -> str:

@@ -518,6 +518,24 @@ def _model_params_without_extra_buffers() -> Iterator[None]:
         lc.llama_model_default_params = original
 
 
+def complete_until(llm: Any, prompt: str, enough: Callable[[str], bool]) -> str:
+    """Stream a completion and stop as soon as `enough(text so far)` holds, closing the stream so the
+    model stops generating. For short helper calls (follow-up condensing, HyDE) whose useful part is
+    their first line or paragraph."""
+    text = ""
+    stream = llm.stream_complete(prompt)
+    try:
+        for response in stream:
+            text += response.delta or ""
+            if enough(text):
+                break
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+    return text
+
+
 @contextlib.contextmanager
 def loading_llama() -> Iterator[None]:
     """Hold while constructing any llama_cpp.Llama (directly or through LlamaCPP): one load at a time,

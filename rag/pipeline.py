@@ -1,7 +1,8 @@
 """The wiring: one place where settings pick the parts and the data flows stage to stage.
 
     ingest: paths -> loading.load -> SentenceChunker.split -> Embedder.embed -> IndexStore (atomic save)
-    ask:    question -> Dense|HybridRetriever (+ DiverseRetriever) .retrieve -> [SentenceSelector] -> Answerer.stream (prompt, LLM, citations, refusal) -> Answer
+    ask:    question -> Dense|HybridRetriever [in RewritingRetriever (HyDE)] [in DiverseRetriever (MMR)] .retrieve
+            -> [SentenceSelector] -> Answerer.stream (prompt, LLM, citations, refusal) -> Answer
 """
 from __future__ import annotations
 

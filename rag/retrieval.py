@@ -20,6 +20,14 @@ class Retriever(Protocol):
     def retrieve(self, question: str, k: int) -> list[Passage]: ...
 
 
+def stored_vectors(store: IndexStore, embedder: Embedder, chunks: list[Chunk]) -> np.ndarray:
+    """The chunks' vectors from the index; re-embedded only where FAISS cannot reconstruct (IVF)."""
+    vectors = store.vectors([c.id for c in chunks])
+    if vectors is None:
+        vectors = embedder.embed([c.text for c in chunks])
+    return np.asarray(vectors, np.float32)
+
+
 class DenseRetriever:
     """Cosine similarity over the FAISS index (inner product of normalised MiniLM vectors)."""
 
@@ -87,7 +95,7 @@ class HybridRetriever:
         fused = reciprocal_rank_fusion(rankings, k, self.rrf_k)
         missing = [i for i in fused if i not in cosine]
         if missing:  # BM25-only hits: score them on the same cosine scale as the rest
-            vectors = self.embedder.embed([self.store.chunks[i].text for i in missing])
+            vectors = stored_vectors(self.store, self.embedder, [self.store.chunks[i] for i in missing])
             cosine.update({i: float(np.dot(v, qv)) for i, v in zip(missing, vectors)})
         chunks: list[Chunk] = [self.store.chunks[i] for i in fused]
         return [Passage.of(c, cosine[c.id]) for c in chunks]
@@ -129,12 +137,10 @@ class DiverseRetriever:
         candidates = self.base.retrieve(question, k * self.pool)
         if len(candidates) <= 1 or self.diversity == 0.0:
             return candidates[:k]
-        vectors = self.store.vectors([p.chunk.id for p in candidates])
-        if vectors is None:
-            vectors = self.embedder.embed([p.text for p in candidates])
+        vectors = stored_vectors(self.store, self.embedder, [p.chunk for p in candidates])
         n = len(candidates)
         relevance = 1.0 - np.arange(n, dtype=np.float32) / (n - 1)
-        return [candidates[i] for i in mmr_order(relevance, np.asarray(vectors, np.float32), k, self.diversity)]
+        return [candidates[i] for i in mmr_order(relevance, vectors, k, self.diversity)]
 
 
 class RewritingRetriever:
@@ -151,8 +157,5 @@ class RewritingRetriever:
         passages = self.base.retrieve(self.rewrite(question), k)
         if not passages:
             return passages
-        vectors = self.store.vectors([p.chunk.id for p in passages])
-        if vectors is None:
-            vectors = self.embedder.embed([p.text for p in passages])
-        scores = np.asarray(vectors, np.float32) @ self.embedder.embed([question])[0]
+        scores = stored_vectors(self.store, self.embedder, [p.chunk for p in passages]) @ self.embedder.embed([question])[0]
         return [Passage.of(p.chunk, float(s)) for p, s in zip(passages, scores)]

@@ -10,13 +10,13 @@ It costs one short LLM call per question, before the answer's own.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 from llama_index.core.llms import LLM
 
 from rag import prompts
 from rag.config import PROMPTS_DIR
+from rag.llm import complete_until
 
 log = logging.getLogger(__name__)
 
@@ -30,21 +30,9 @@ class HydeRewriter:
         self.max_words = max_words
 
     def expand(self, question: str) -> str:
-        text = ""
-        stream = self.llm.stream_complete(prompts.render("hyde", self.prompts_dir, question=" ".join(question.split())))
-        try:
-            for response in stream:
-                text += response.delta or ""
-                if len(text.split()) > self.max_words or "\n\n" in text.strip():
-                    break
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
-        words = " ".join(text.split()).split(" ")[: self.max_words]
-        hypothetical = " ".join(w for w in words if w)
+        prompt = prompts.render("hyde", self.prompts_dir, question=" ".join(question.split()))
+        text = complete_until(self.llm, prompt,
+                              lambda t: len(t.split()) > self.max_words or "\n\n" in t.strip())
+        hypothetical = " ".join(text.split()[: self.max_words])
         log.debug("hyde: %r -> %r", question, hypothetical)
         return f"{question}\n{hypothetical}" if hypothetical else question
-
-
-Rewrite = Callable[[str], str]
