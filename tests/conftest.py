@@ -11,12 +11,13 @@ from rag.config import SEEDS_DIR, Settings  # noqa: E402
 from rag.pipeline import RAG  # noqa: E402
 from rag.testing import FakeEmbedder, FakeLLM  # noqa: E402
 
-SEED_ARTICLE = SEEDS_DIR / "niger-us-withdrawal.md"
+SEED_ARTICLE = SEEDS_DIR / "000_a5055be445bd665f.txt"
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(index_dir=tmp_path / "index", min_score=0.1, cache_dir=tmp_path / "cache")
+    # Retrieval mode: most unit tests are about ranked passages; tests of the whole-corpus context set it.
+    return Settings(index_dir=tmp_path / "index", min_score=0.1, cache_dir=tmp_path / "cache", context="chunk")
 
 
 @pytest.fixture

@@ -13,12 +13,12 @@ pytestmark = pytest.mark.integration
 
 ANSWERABLE = [
     ("How much did Washington spend to establish the base in northern Niger?", "110 million"),
-    ("In which city is Air Base 201?", "Agadez"),
-    ("Who was the president of Niger detained in the coup?", "Bazoum"),
-    ("When did the coup in Niger take place?", "2023"),
-    ("Who led the U.S. delegation that travelled to Niamey in March 2024?", "Phee"),
-    ("By what date did all U.S. troops have to leave Niger?", "September 15"),
-    ("How many soldiers did France withdraw from Niger?", "1,500"),
+    ("Who is Niger's prime minister?", "Zeine"),
+    ("When did the State Department declare the takeover in Niger a coup?", "October"),
+    ("How many American soldiers are in Niger?", "1,000"),
+    ("How many instructors did Russia send to Niger?", "100"),
+    ("Which newspaper first reported the upcoming withdrawal?", "New York Times"),
+    ("What happened to Niger's president when the junta took over?", "house arrest"),
 ]
 UNANSWERABLE = [
     "What is the capital of France?",
@@ -37,7 +37,7 @@ def test_the_acceptance_question_is_answered_and_cited(real_rag):
 
 
 def test_at_least_five_of_seven_answered_with_a_citation_holding_the_answer(real_rag):
-    """The 0.5B default misses some (it refuses "who was detained"); the bar is five, as the issue sets it."""
+    """The 0.5B default misses some; the bar is five, as the issue sets it."""
     results = {}
     for question, expected in ANSWERABLE:
         answer = real_rag.ask(question)
@@ -73,7 +73,7 @@ def test_cli_ask_json(real_rag, tmp_path):
     run = lambda *args: subprocess.run([sys.executable, "-m", "rag.cli", *args], capture_output=True, text=True, timeout=900)
     from rag.config import SEEDS_DIR
 
-    ingest = run("ingest", str(SEEDS_DIR / "niger-us-withdrawal.md"), "--index", str(index))
+    ingest = run("ingest", str(SEEDS_DIR / "000_a5055be445bd665f.txt"), "--index", str(index))
     assert ingest.returncode == 0, ingest.stderr
     out = run("ask", "--json", "How much did Washington spend to establish the base in northern Niger?", "--index", str(index))
     assert out.returncode == 0, out.stderr
@@ -88,26 +88,26 @@ def test_cli_ask_json(real_rag, tmp_path):
 
 def test_an_answer_sentence_with_a_wrong_number_is_flagged(real_rag, real_embedder, tmp_path):
     """Real MiniLM retrieval and the real seed index; the model is scripted so that its second
-    sentence contradicts the cited passage (2012, where the passage says 2016)."""
+    sentence contradicts the cited passage (16 years ago, where the passage says six)."""
     from rag.pipeline import RAG
     from rag.testing import FakeLLM
 
-    reply = ("Washington spent about $110 million to establish the base [1]. "
-             "Construction of the base began in 2012 [1].")
+    reply = ("Washington spent $110 million to establish the base in northern Niger [1]. "
+             "The base was built 16 years ago [1].")
     rag = RAG(real_rag.settings, real_rag.store, real_embedder, FakeLLM([reply]))
-    answer = rag.ask("How much did Washington spend on the base in northern Niger, and when did construction begin?")
+    answer = rag.ask("How much did Washington spend on the base in northern Niger, and how long ago was it built?")
     assert not answer.abstained, answer.refusal_reason
     first, second = answer.sentences
     assert first.supported and "110 million" in first.text
-    assert not second.supported and "2012" in second.text
+    assert not second.supported and "16" in second.text
     assert answer.unsupported == [second.text]
     # the cited passage is the one with the real figures, so the flag is about the number, not retrieval
-    assert any("2016" in c.text and "110 million" in c.text for c in answer.citations)
+    assert any("six years ago" in c.text and "110 million" in c.text for c in answer.citations)
 
     # an answer made only of the wrong number is refused, with the reason
     wrong_only = RAG(real_rag.settings, real_rag.store, real_embedder,
-                     FakeLLM(["Construction of the base began in 2012 [1]."]))
-    refused = wrong_only.ask("When did construction of the base in northern Niger begin?")
+                     FakeLLM(["The base in northern Niger was built 16 years ago [1]."]))
+    refused = wrong_only.ask("How long ago was the base in northern Niger built?")
     assert refused.abstained and "supported" in refused.refusal_reason
 
 
