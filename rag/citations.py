@@ -11,19 +11,29 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
+from nltk.stem.porter import PorterStemmer
 
 from rag.chunking import split_sentences
-from rag.types import AnswerSentence, Passage
+from rag.types import AnswerSentence, Chunk, Passage
+
+_STEMMER = PorterStemmer()
 
 if TYPE_CHECKING:  # pragma: no cover
     from rag.embedding import Embedder
 
 _MARKER = re.compile(r"\s*\[(\d+(?:\s*,\s*\d+)*)\]")
-_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*|\d+(?:[.,]\d+)*")
+# A marker put after the sentence's end ("... Niger. [2]") belongs to that sentence: moved before the stop.
+_MARKER_AFTER_STOP = re.compile(r"([.!?])((?:\s*\[\d+(?:\s*,\s*\d+)*\])+)")
+# Dotted acronyms (U.S., U. S., e.g.) are one word; so are numbers with separators (1,000 and 3.5).
+_WORD = re.compile(r"(?:[A-Za-z]\.[ ]?){1,}[A-Za-z]\.|[A-Za-z][A-Za-z'\-]*|\d+(?:[.,]\d+)*")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
 STOPWORDS = frozenset(
     """a an the and or but if of to in on at by for with from as is are was were be been being it its this that
     these those there their they them he she his her we you your i our not no yes do does did done has have had
@@ -34,64 +44,137 @@ STOPWORDS = frozenset(
 SUPPORT_THRESHOLD = 0.6
 
 
+@lru_cache(maxsize=65536)
 def _norm(token: str) -> str:
+    """One comparable form per word: lower-case, acronym dots and number commas dropped, number words
+    as digits ("six" = "6"), and Porter-stemmed so "declared" meets "declare" and "forces" "force"."""
     token = token.lower().strip("'-")
     if _NUMBER.fullmatch(token):
         return token.replace(",", "")
-    if len(token) > 4 and token.endswith("ies"):
-        return token[:-3] + "y"
-    if len(token) > 3 and token.endswith("s") and not token.endswith("ss"):
-        return token[:-1]
-    return token
+    token = token.replace(".", "").replace(" ", "")
+    if token in NUMBER_WORDS:
+        return NUMBER_WORDS[token]
+    if token.endswith("'s"):
+        token = token[:-2]
+    return _STEMMER.stem(token)
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text)
 
 
 def content_words(text: str) -> set[str]:
-    return {_norm(w) for w in _WORD.findall(text) if w.lower() not in STOPWORDS}
+    return {_norm(w) for w in _words(text) if w.lower() not in STOPWORDS}
 
 
 def numbers(text: str) -> set[str]:
-    return {n.replace(",", "") for n in _NUMBER.findall(text)}
+    found = {n.replace(",", "") for n in _NUMBER.findall(text)}
+    return found | {NUMBER_WORDS[w.lower()] for w in _words(text) if w.lower() in NUMBER_WORDS}
 
 
-@dataclass(frozen=True)
-class Support:
-    passage: int  # 1-based passage number
-    score: float
-
-
-def names(text: str) -> set[str]:
-    """Capitalised words that do not start a sentence: names of people, places, organisations."""
+def names(text: str, known: set[str] = frozenset()) -> set[str]:
+    """Capitalised words: names of people, places, organisations, months. A sentence's first word is
+    a name only when it is an acronym or one of the `known` names (the question's): "Nigeria has..."
+    after a question about Nigeria."""
     found = set()
     for span in split_sentences(text):
-        words = _WORD.findall(text[span.start:span.end])
-        found |= {_norm(w) for w in words[1:] if w[0].isupper() and w.lower() not in STOPWORDS}
+        words = _words(text[span.start:span.end])
+        for i, w in enumerate(words):
+            if not w[0].isupper() or w.lower() in STOPWORDS:
+                continue
+            norm = _norm(w)
+            if i > 0 or norm in known or (len(w) > 1 and w.replace(".", "").isupper()):
+                found.add(norm)
     return found
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """The words a support check compares: one passage, or the union of the passages a sentence cites."""
+
+    words: frozenset[str]
+    numbers: frozenset[str]
+
+    @classmethod
+    def of(cls, *texts: str) -> "Evidence":
+        joined = "\n".join(texts)
+        return cls(words=frozenset(content_words(joined)), numbers=frozenset(numbers(joined)))
+
+    def __or__(self, other: "Evidence") -> "Evidence":
+        return Evidence(self.words | other.words, self.numbers | other.numbers)
+
+
+@dataclass(frozen=True)
+class Check:
+    """Why a sentence is or is not backed by some evidence."""
+
+    share: float  # share of the sentence's new content words (not echoed from the question) found
+    missing: tuple[str, ...]  # names and numbers of the sentence that the evidence lacks
+
+    @property
+    def gates_ok(self) -> bool:
+        return not self.missing
+
+
+class SupportChecker:
+    """Checks answer sentences against passages for one question.
+
+    A sentence is backed by evidence when (1) every number and name in it is in the evidence, and
+    (2) most of its new content words are. Names and numbers the sentence repeats from the question
+    must still be in the cited passage, or at least somewhere in what the model was shown (the
+    passage may say "the country" where the question said "Niger"); a name that no passage holds
+    ("Nigeria" for "Niger", after a bad follow-up rewrite) is never backed. Words repeated from the
+    question prove nothing, so the share counts only the rest; a sentence that adds nothing new is
+    judged on all its words."""
+
+    def __init__(self, passages: list[Passage], question: str = "", threshold: float = SUPPORT_THRESHOLD) -> None:
+        self.passages = [Evidence.of(p.text) for p in passages]
+        self.everything = Evidence.of(*(p.text for p in passages)) if passages else Evidence(frozenset(), frozenset())
+        self.qwords = content_words(question)
+        self.qnumbers = numbers(question)
+        self.qnames = names(question) | {_norm(w) for w in _words(question) if w[0].isupper()}
+        self.threshold = threshold
+
+    def check(self, sentence: str, evidence: Evidence) -> Check:
+        words = content_words(sentence)
+        new = words - self.qwords or words
+        share = len(new & evidence.words) / len(new) if new else 0.0
+        # A sentence that brings a new name or number found in the evidence ("In October, ...") is
+        # anchored: its rephrased words ("formally called" for "officially declared") are then judged
+        # among all its words, not only the few new ones.
+        anchors = (numbers(sentence) - self.qnumbers) | (names(sentence, self.qnames) - self.qwords)
+        if anchors and anchors <= (evidence.numbers | evidence.words) and words:
+            share = max(share, len(words & evidence.words) / len(words))
+        missing = []
+        for n in sorted(numbers(sentence)):
+            if n not in evidence.numbers and not (n in self.qnumbers and n in self.everything.numbers):
+                missing.append(n)
+        for name in sorted(names(sentence, self.qnames)):
+            if not _has_name(name, evidence.words) and not (name in self.qwords and _has_name(name, self.everything.words)):
+                missing.append(name)
+        return Check(share=share, missing=tuple(missing))
+
+    def score(self, sentence: str, evidence: Evidence) -> float:
+        check = self.check(sentence, evidence)
+        return check.share if check.gates_ok else 0.0
+
+
+def _has_name(name: str, words: frozenset[str]) -> bool:
+    """The name, or its place/people pair by the regular -n/-an suffix (Russia/Russian,
+    America/American, Africa/African); "Nigeria" never matches "Niger"."""
+    if name in words:
+        return True
+    return any(w in words for w in (name[:-1], name[:-2]) if len(w) >= 4 and name.endswith(("n",)) ) or \
+        any(name + suffix in words for suffix in ("n", "an"))
+
+
 def support(sentence: str, passage_text: str, question: str = "") -> float:
-    """How well a passage backs the new information of an answer sentence, 0..1.
-
-    Words the sentence repeats from the question prove nothing, so only the rest is checked: every
-    new number and name must be in the passage (else 0), and the score is the share of the new
-    content words found there. "Paris" in reply to "What is the capital of France?" has one new
-    word, absent from passages about Niger, and scores 0."""
-    gates_ok, share = _lexical(sentence, passage_text, question)
-    return share if gates_ok else 0.0
-
-
-def _lexical(sentence: str, passage_text: str, question: str) -> tuple[bool, float]:
-    """(every new number and name is in the passage, share of new content words found there)."""
-    qwords = content_words(question)
-    words = content_words(sentence) - qwords or content_words(sentence)
-    if not words:
-        return False, 0.0
-    pwords = content_words(passage_text)
-    share = len(words & pwords) / len(words)
-    if not numbers(sentence) - numbers(question) <= numbers(passage_text):
-        return False, share
-    if not names(sentence) - qwords <= pwords:
-        return False, share
-    return True, share
+    """How well one passage backs the new information of an answer sentence, 0..1 (0 when a number
+    or name of the sentence is not in the passage). "Paris" in reply to "What is the capital of
+    France?" has one new word, absent from passages about Niger, and scores 0."""
+    passage = Passage.of(Chunk(id=0, doc_id="", source="", text=passage_text, start=0, end=len(passage_text)), 0.0)
+    checker = SupportChecker([passage], question)
+    return checker.score(sentence, checker.passages[0])
 
 
 class SemanticSupport:
@@ -136,33 +219,61 @@ def parse_markers(text: str) -> list[int]:
 def attribute(answer: str, passages: list[Passage], question: str = "",
               threshold: float = SUPPORT_THRESHOLD,
               semantic: SemanticSupport | None = None) -> tuple[str, list[AnswerSentence]]:
-    """Clean the answer's markers and attach every sentence to the passages that support it.
+    """Attach every sentence of the answer to the passages that support it, and write the markers.
 
-    Markers pointing at no passage are dropped. A marked sentence keeps the cited passages that
-    support it; when none of them does, or it has no marker, the best supporting passage is attached;
-    when no passage supports it, it is kept but flagged unsupported. With `semantic`, a sentence
-    whose numbers and names check out and whose word share is near the threshold is also supported
-    by a passage that holds a sentence close to it in meaning."""
+    The text the user reads is the model's own, cut only at real sentence ends (the same
+    abbreviation-aware splitter as the documents, so "U.S." stays whole): its markers are removed
+    and the verified ones are put back before each sentence's final stop. A sentence keeps the cited
+    passages that back it; when none does, or it has no marker, the best backing passage is attached;
+    failing that, two passages together (a sentence may join two facts). With no backing it is kept
+    but flagged unsupported. With `semantic`, a sentence whose numbers and names check out and whose
+    word share is near the threshold is also backed by a passage holding a sentence close in meaning."""
+    checker = SupportChecker(passages, question, threshold)
+    answer = _MARKER_AFTER_STOP.sub(lambda m: m.group(2) + m.group(1), answer.strip())
     sentences: list[AnswerSentence] = []
-    pieces: list[str] = []
+    out: list[str] = []
+    cursor = 0
     for span in split_sentences(answer):
         raw = answer[span.start:span.end]
         plain = strip_markers(raw)
+        out.append(answer[cursor:span.start] if out else "")
+        cursor = span.end
         if not plain or not content_words(plain):
-            continue
+            continue  # a bare marker, or talk about the passages ("This is stated in the passage.")
         cited = [n for n in dict.fromkeys(parse_markers(raw)) if 1 <= n <= len(passages)]
-        scores = {}
-        for n in range(1, len(passages) + 1):
-            gates_ok, share = _lexical(plain, passages[n - 1].text, question)
-            if gates_ok and share < threshold and semantic is not None and share >= semantic.floor \
-                    and semantic.similarity(plain, passages[n - 1].text) >= semantic.min_cosine:
-                share = threshold
-            scores[n] = share if gates_ok else 0.0
-        backed = tuple(n for n in cited if scores[n] >= threshold)
-        if not backed:
-            best = max(scores, key=lambda n: scores[n], default=None)
-            backed = (best,) if best is not None and scores[best] >= threshold else ()
+        backed = _backing(plain, cited, checker, passages, semantic)
         sentences.append(AnswerSentence(text=plain, citations=backed, supported=bool(backed)))
         marks = "".join(f" [{n}]" for n in backed)
-        pieces.append(plain[:-1] + marks + plain[-1] if plain[-1] in ".!?" else plain + marks)
-    return " ".join(pieces), sentences
+        out.append(plain[:-1].rstrip() + marks + plain[-1] if plain[-1] in ".!?" else plain + marks)
+    return re.sub(r"[ \t]{2,}", " ", "".join(out)).strip(), sentences
+
+
+def _backing(sentence: str, cited: list[int], checker: SupportChecker, passages: list[Passage],
+             semantic: SemanticSupport | None) -> tuple[int, ...]:
+    """The passage numbers that back `sentence`: the cited ones that do, else the best single one,
+    else the best pair; () when nothing does."""
+    threshold = checker.threshold
+
+    def score(n: int) -> float:
+        ev = checker.passages[n - 1]
+        check = checker.check(sentence, ev)
+        share = check.share
+        if check.gates_ok and share < threshold and semantic is not None and share >= semantic.floor \
+                and semantic.similarity(sentence, passages[n - 1].text) >= semantic.min_cosine:
+            share = threshold
+        return share if check.gates_ok else 0.0
+
+    scores = {n: score(n) for n in range(1, len(passages) + 1)}
+    backed = tuple(n for n in cited if scores[n] >= threshold)
+    if backed:
+        return backed
+    best = max(scores, key=lambda n: scores[n], default=None)
+    if best is not None and scores[best] >= threshold:
+        return (best,)
+    # Two passages together: the cited ones first, then the best-scoring candidates.
+    candidates = list(dict.fromkeys([*cited, *sorted(scores, key=lambda n: -scores[n])[:4]]))
+    for i, a in enumerate(candidates):
+        for b in candidates[i + 1:]:
+            if checker.score(sentence, checker.passages[a - 1] | checker.passages[b - 1]) >= threshold:
+                return tuple(sorted((a, b)))
+    return ()

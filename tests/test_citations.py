@@ -49,9 +49,12 @@ def test_contradicting_name_is_not_supported():
 
 def test_words_echoed_from_the_question_prove_nothing():
     q = "What was the deadline for all US troops to be out of Niger?"
-    ps = passages("A joint statement issued in May set September 15, 2024 as the date by which all U.S. troops would be gone.")
+    ps = passages("A joint statement issued in May set September 15, 2024 as the date by which all U.S. troops would be gone.",
+                  "The United States kept drones in Niger.")
     _, sents = attribute("The deadline for all US troops to be out of Niger was September 15, 2024 [1].", ps, q)
-    assert sents[0].supported  # "Niger" and "deadline" come from the question, the date from the passage
+    # "deadline" comes from the question, the date from the passage, and "Niger" (the question's) from
+    # another passage the model was shown: the cited one says "the date", the corpus names the country
+    assert sents[0].supported and sents[0].citations == (1,)
     _, sents = attribute("The deadline for all US troops to be out of Niger was October 1, 2024 [1].", ps, q)
     assert not sents[0].supported
     _, sents = attribute("Paris.", PS, "What is the capital of France?")
@@ -111,3 +114,74 @@ def test_semantic_support_embeds_each_passage_once():
     again = semantic.similarity("France pulled out about 1,500 troops", PS[1].text)
     assert first == again
     assert len(embedder.calls) == 3 and embedder.calls[1:] == [1, 1]  # the passage was embedded once
+
+
+SEED = passages(
+    "The State Department officially declared the takeover as a coup in October, reducing U.S. aid and "
+    "halting security operations in the country.",
+    "This happened after Deputy Secretary of State Kurt Campbell met with Niger's Prime Minister Ali Lamine "
+    "Zeine, and they both agreed to start planning the orderly and responsible withdrawal of U.S. troops from Niger.",
+    "And CNN reported that the Defense Department would send a small group from the Pentagon and U.S. Africa "
+    "Command to take part in the discussions.",
+)
+
+
+def test_a_correct_sentence_without_a_marker_is_attributed():
+    q = "When did the State Department declare the takeover a coup?"
+    text, sents = attribute("In October, the State Department formally called the takeover as a coup.", SEED, q)
+    assert sents[0].supported and sents[0].citations == (1,)
+    assert text == "In October, the State Department formally called the takeover as a coup [1]."
+
+
+def test_a_name_no_passage_holds_is_never_supported_even_from_the_question():
+    q = "Who is the prime minister in Nigeria?"  # a bad rewrite of a follow-up: the article says Niger
+    _, sents = attribute("The prime minister in Nigeria is Ali Mahaman Lamine Zeine [2].", SEED, q)
+    assert not sents[0].supported
+    _, sents = attribute("Nigeria's prime minister is Ali Lamine Zeine [2].", SEED, q)
+    assert not sents[0].supported  # first word of the sentence, but a name the question used
+    _, sents = attribute("The prime minister is Ali Lamine Zeine [2].", SEED, "Who is Niger's prime minister?")
+    assert sents[0].supported and sents[0].citations == (2,)
+
+
+def test_a_wrong_number_from_the_question_is_not_backed():
+    q = "Did Russia send 300 instructors?"
+    ps = passages("Russia provided military equipment and 100 instructors to Niger.")
+    _, sents = attribute("Russia sent 300 instructors [1].", ps, q)
+    assert not sents[0].supported
+
+
+def test_the_models_sentence_reaches_the_user_whole_with_markers_only_at_its_end():
+    q = "Who took part in the discussions?"
+    draft = "A small group from the Pentagon and U. S. Africa Command took part in the discussions [3]."
+    text, sents = attribute(draft, SEED, q)
+    assert len(sents) == 1 and sents[0].supported
+    assert text == "A small group from the Pentagon and U. S. Africa Command took part in the discussions [3]."
+    text, _ = attribute("The coup led to reducing U.S. aid and halting security operations.", SEED,
+                        "What followed the coup declaration?")
+    assert text == "The coup led to reducing U.S. aid and halting security operations [1]."
+
+
+def test_markers_after_the_stop_belong_to_that_sentence():
+    text, sents = attribute("Kurt Campbell met Niger's Prime Minister. [2] CNN reported it. [3]", SEED)
+    assert [s.citations for s in sents] == [(2,), (3,)]
+    assert text == "Kurt Campbell met Niger's Prime Minister [2]. CNN reported it [3]."
+
+
+def test_a_sentence_joining_two_passages_cites_both():
+    q = "Who met the prime minister, and who reported the Pentagon group?"
+    _, sents = attribute("Kurt Campbell met Ali Lamine Zeine, and CNN reported the group.", SEED, q)
+    assert sents[0].supported and sents[0].citations == (2, 3)
+
+
+def test_a_bare_marker_is_no_answer():
+    text, sents = attribute("[1]", SEED)
+    assert text == "" and sents == []
+
+
+def test_people_of_a_place_match_the_place_but_another_country_does_not():
+    ps = passages("Last week, Russia provided military equipment and 100 instructors to Niger, RTN said Thursday.")
+    q = "When did the Russian instructors arrive?"
+    _, sents = attribute("The Russian instructors arrived last week, according to RTN.", ps, q)
+    assert sents[0].supported and sents[0].citations == (1,)
+    _, sents = attribute("The Nigerian army received 100 instructors [1].", ps, "Who received instructors?")
+    assert not sents[0].supported
