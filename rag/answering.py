@@ -2,97 +2,168 @@
 
 The refusal is decided in three places, none of which trusts the model alone:
 1. before generation, when no passage reaches `min_score` (the LLM is not even called);
-2. when the model itself replies with the refusal;
+2. when the model itself replies with the refusal (or says the passages do not hold the answer), or
+   when its own probability of starting with the refusal reaches `refusal_prob`;
 3. after generation, when no sentence of the answer is supported by any passage.
+Every signal is kept in `Answer.signals`, so an evaluation can re-decide at other thresholds.
 """
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.llms import LLM
 
 from rag import prompts
-from rag.citations import SemanticSupport, attribute, content_words
+from rag.citations import SemanticSupport, attribute, content_words, strip_markers
 from rag.config import PROMPTS_DIR
-from rag.types import Answer, Citation, Passage, short_source
+from rag.types import Answer, Citation, Passage, RefusalSignals, short_source
 
 REFUSAL = "Not in the documents."
 SYSTEM_PROMPTS = {"sentence": "answer_system", "short": "answer_system_short"}
+# Ways a model says the passages lack the answer without using the exact refusal.
+_SAYS_NOT_THERE = re.compile(
+    r"\b(?:passages?|documents?|text|article|context|sources?)\b[^.]{0,40}\b(?:do(?:es)?\s+not|don't|doesn't)\s+"
+    r"(?:mention|contain|say|state|specify|provide|include|give|tell)"
+    r"|\b(?:is|are|was|were)\s+not\s+(?:mentioned|stated|specified|provided|given|named)\b"
+    r"|\bno\s+(?:information|mention)\b",
+    re.IGNORECASE,
+)
 
 
 def is_refusal(text: str) -> bool:
-    head = " ".join(text.lower().split())[:80]
-    return head.startswith("not in the documents") or "not in the documents" in head[:40] or not content_words(text)
+    plain = " ".join(strip_markers(text).lower().split())
+    head = plain[:80]
+    return (head.startswith("not in the documents") or "not in the documents" in head[:40]
+            or not content_words(plain) or _SAYS_NOT_THERE.search(plain[:160]) is not None)
+
+
+class RefusalProbe(Protocol):
+    """The model's probability of starting its reply with the refusal, read after a generation, and a
+    way to ask again with the refusal banned."""
+
+    def refusal_probability(self, prompt_messages: list[ChatMessage]) -> float | None: ...
+
+    def without_refusal(self) -> AbstractContextManager[None]: ...
 
 
 class Answerer:
-    """Owns the prompt and the post-processing; receives its LLM from the wiring."""
+    """Owns the prompt and the post-processing; receives its LLM (and, for llama.cpp, the probe of its
+    first-token probabilities) from the wiring.
+
+    `stream` takes the passages twice: `passages` in rank order (kept in the Answer, and read by the
+    retrieval gate) and `shown` in the order the prompt numbers them ([n] = shown[n-1])."""
 
     def __init__(self, llm: LLM, min_score: float = 0.3, prompts_dir: Path = PROMPTS_DIR,
                  style: str = "sentence", semantic: SemanticSupport | None = None,
-                 best_last: bool = False) -> None:
+                 refusal_prob: float = 1.0, retry_below: float = 0.0,
+                 probe: RefusalProbe | None = None) -> None:
         self.llm = llm
         self.min_score = min_score
         self.prompts_dir = prompts_dir
         # "sentence": one or two cited sentences; "short": the answering words only (answer_system_short)
         self.system_prompt = SYSTEM_PROMPTS[style]
         self.semantic = semantic
-        # Small models weigh the text nearest the question most; best_last puts the top passage there.
-        self.best_last = best_last
+        self.refusal_prob = refusal_prob
+        # Small models refuse too readily. When the model refuses with a probability below
+        # `retry_below`, it is asked again with the refusal banned; that answer must still pass the
+        # support check, else the refusal stands.
+        self.retry_below = retry_below
+        self.probe = probe
 
     def messages(self, question: str, passages: list[Passage]) -> list[ChatMessage]:
         blocks = "\n\n".join(
             prompts.render("passage", self.prompts_dir, n=i, source=short_source(p.chunk.source), text=p.text)
             for i, p in enumerate(passages, start=1)
         )
-        # The system message never changes, so llama.cpp reuses its KV cache between questions.
+        # System message and passages come first: when they repeat, llama.cpp reuses its KV cache.
         return [
             ChatMessage(role=MessageRole.SYSTEM, content=prompts.render(self.system_prompt, self.prompts_dir, refusal=REFUSAL)),
             ChatMessage(role=MessageRole.USER, content=prompts.render("answer_user", self.prompts_dir, passages=blocks, question=question)),
         ]
 
-    def stream(self, question: str, passages: list[Passage], timings: dict[str, float]) -> Iterator[str | Answer]:
+    def stream(self, question: str, passages: list[Passage], timings: dict[str, float],
+               shown: list[Passage] | None = None) -> Iterator[str | Answer]:
         """Yield text deltas as the model produces them, then the final Answer."""
+        shown = passages if shown is None else shown
         # The best cosine of any passage, not the first: a fused or diversified order need not put it first.
         best_score = max((p.score for p in passages), default=None)
+        signals = RefusalSignals(best_score=best_score, min_score=self.min_score, refusal_prob=self.refusal_prob,
+                                 retry_below=self.retry_below)
         if best_score is None or best_score < self.min_score:
             best = f"{best_score:.2f}" if best_score is not None else "none"
-            yield self._refuse(question, passages, timings, f"no passage is relevant enough (best score {best} < {self.min_score})")
+            yield self._refuse(question, passages, timings, signals,
+                               f"no passage is relevant enough (best score {best} < {self.min_score})")
             return
-        # `shown` is the prompt's numbering ([n] = shown[n-1]); Answer.passages keeps the retrieval rank.
-        shown = passages[::-1] if self.best_last else passages
+        messages = self.messages(question, shown)
         start = time.perf_counter()
         parts: list[str] = []
-        for response in self.llm.stream_chat(self.messages(question, shown)):
-            delta = response.delta or ""
-            if not delta:
-                continue
-            if not parts:
-                timings["first_token"] = time.perf_counter() - start
-            parts.append(delta)
-            yield delta
-        timings["generate"] = time.perf_counter() - start
+        yield from self._generate(messages, parts, timings, start)
         raw = "".join(parts).strip()
+        if self.probe is not None:
+            signals.p_refusal = self.probe.refusal_probability(messages)
+        if is_refusal(raw) and self.probe is not None and signals.p_refusal is not None \
+                and signals.p_refusal < self.retry_below:
+            first = raw
+            parts = []
+            with self.probe.without_refusal():
+                yield from self._generate(messages, parts, timings, start)
+            retry = "".join(parts).strip()
+            signals.retried = True
+            raw = retry if not is_refusal(retry) else first
+            model_text = f"{first}\n[asked again without the refusal] {retry}"
+        else:
+            model_text = raw
+        timings["generate"] = time.perf_counter() - start
         if is_refusal(raw):
-            yield self._refuse(question, passages, timings, "the model found no answer in the passages", raw)
+            yield self._refuse(question, passages, timings, signals, "the model found no answer in the passages", model_text)
             return
         text, sentences = attribute(raw, shown, question, semantic=self.semantic)
+        signals.supported = sum(s.supported for s in sentences) / len(sentences) if sentences else 0.0
         if not any(s.supported for s in sentences):
-            yield self._refuse(question, passages, timings, "no sentence of the model's answer is supported by the passages", raw)
+            yield self._refuse(question, passages, timings, signals,
+                               "no sentence of the model's answer is supported by the passages", model_text)
+            return
+        if signals.p_refusal is not None and signals.p_refusal >= self.refusal_prob:
+            yield self._refuse(question, passages, timings, signals,
+                               f"the model leaned towards refusing (p = {signals.p_refusal:.2f} >= {self.refusal_prob})",
+                               model_text)
             return
         cited = sorted({n for s in sentences for n in s.citations})
         citations = [_citation(n, shown[n - 1]) for n in cited]
         yield Answer(question=question, text=text, citations=citations, abstained=False,
-                     sentences=sentences, timings=timings, passages=passages, model_text=raw)
+                     sentences=sentences, timings=timings, passages=passages, model_text=model_text, signals=signals)
+
+    def _generate(self, messages: list[ChatMessage], parts: list[str], timings: dict[str, float],
+                  start: float) -> Iterator[str]:
+        """Stream the model's reply into `parts`, yielding deltas; the first one sets first_token.
+        Text that may still become the refusal is held back, so a refusal is never streamed as an
+        answer (and a retry's answer is the only text the reader sees)."""
+        held = ""
+        for response in self.llm.stream_chat(messages):
+            delta = response.delta or ""
+            if not delta:
+                continue
+            timings.setdefault("first_token", time.perf_counter() - start)
+            parts.append(delta)
+            if held is None:
+                yield delta
+                continue
+            held += delta
+            if not REFUSAL.lower().startswith(" ".join(held.lower().split())[:len(REFUSAL)]):
+                yield held
+                held = None
 
     @staticmethod
-    def _refuse(question: str, passages: list[Passage], timings: dict[str, float], reason: str,
-                model_text: str = "") -> Answer:
+    def _refuse(question: str, passages: list[Passage], timings: dict[str, float], signals: RefusalSignals,
+                reason: str, model_text: str = "") -> Answer:
         return Answer(question=question, text=REFUSAL, citations=[], abstained=True, timings=timings,
-                      passages=passages, refusal_reason=reason, model_text=model_text)
+                      passages=passages, refusal_reason=reason, model_text=model_text, signals=signals)
 
 
 def _citation(n: int, p: Passage) -> Citation:

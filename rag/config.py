@@ -20,8 +20,10 @@ DEFAULT_INDEX_DIR = PROJECT_ROOT / "index"
 
 # Bundled model names; anything else must be a path to a .gguf file or an http(s) URL.
 BUNDLED_MODELS = ("qwen2.5-1.5b", "qwen2.5-0.5b", "smollm2-135m")
-DEFAULT_MODEL = "qwen2.5-0.5b"
+DEFAULT_MODEL = "qwen2.5-1.5b"
 DEFAULT_EMBED_MODEL = "all-MiniLM-L6-v2"
+CONTEXTS = ("auto", "corpus", "chunk", "sentences")
+PASSAGE_ORDERS = ("best_first", "best_last", "document")
 
 
 @dataclass(frozen=True)
@@ -47,11 +49,20 @@ class Settings:
     index_type: str = "auto"
     # Quality switches (issue 5); defaults are the best measured configuration (docs/evaluation.md).
     retrieval: str = "hybrid"  # hybrid (dense fused with BM25) | dense; measured in docs/evaluation.md
-    context: str = "chunk"  # chunk | sentences (only the sentences that bear on the question)
+    # auto: the whole corpus in the prompt when it has at most corpus_max_words words (its KV cache is
+    # then reused question after question), else retrieved chunks | corpus | chunk | sentences
+    context: str = "auto"
+    corpus_max_words: int = 1500
     context_words: int = 60  # per passage, when context = sentences
     answer_style: str = "sentence"  # sentence | short (just the answering words, cited)
     support: str = "lexical"  # lexical | embedding (also accept close paraphrases; rag/citations.py)
-    passage_order: str = "best_first"  # best_first | best_last (the top passage next to the question)
+    passage_order: str = "best_first"  # best_first | best_last (the top passage next to the question) | document
+    # Refusal from the model's own probability of starting its reply with the refusal: refuse when it
+    # reaches this, even if the greedy reply was an answer (1 = only the greedy reply decides).
+    refusal_prob: float = 1.0
+    # When the model refuses with a probability below this, ask again with the refusal banned and keep
+    # that answer if the support check backs it (0 = never; rag/answering.py).
+    retry_below: float = 0.0
     query_rewrite: str = "off"  # off | hyde (search with a hypothetical answer; one more LLM call)
     diversity: float = 0.0  # MMR weight against near-duplicate passages; 0 = off (rag/retrieval.py)
     cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rag")
@@ -69,16 +80,22 @@ class Settings:
             raise ConfigError(f"embed_backend={self.embed_backend!r} is not known; use torch, onnx or onnx-int8")
         if self.retrieval not in ("dense", "hybrid"):
             raise ConfigError(f"retrieval={self.retrieval!r} is not known; use dense or hybrid")
-        if self.context not in ("chunk", "sentences"):
-            raise ConfigError(f"context={self.context!r} is not known; use chunk or sentences")
+        if self.context not in CONTEXTS:
+            raise ConfigError(f"context={self.context!r} is not known; use {', '.join(CONTEXTS)}")
+        if not 0 <= self.corpus_max_words <= 100_000:
+            raise ConfigError(f"corpus_max_words={self.corpus_max_words} is out of range; use 0..100000 (0 = never)")
+        if not 0.0 <= self.retry_below <= 1.0:
+            raise ConfigError(f"retry_below={self.retry_below} is out of range; use 0 (off) up to 1")
+        if not 0.0 < self.refusal_prob <= 1.0:
+            raise ConfigError(f"refusal_prob={self.refusal_prob} is out of range; use above 0 up to 1 (1 = off)")
         if self.answer_style not in ("sentence", "short"):
             raise ConfigError(f"answer_style={self.answer_style!r} is not known; use sentence or short")
         if self.support not in ("lexical", "embedding"):
             raise ConfigError(f"support={self.support!r} is not known; use lexical or embedding")
         if self.query_rewrite not in ("off", "hyde"):
             raise ConfigError(f"query_rewrite={self.query_rewrite!r} is not known; use off or hyde")
-        if self.passage_order not in ("best_first", "best_last"):
-            raise ConfigError(f"passage_order={self.passage_order!r} is not known; use best_first or best_last")
+        if self.passage_order not in PASSAGE_ORDERS:
+            raise ConfigError(f"passage_order={self.passage_order!r} is not known; use {', '.join(PASSAGE_ORDERS)}")
         if not 0.0 <= self.diversity < 1.0:
             raise ConfigError(f"diversity={self.diversity} is out of range; use 0 (off) up to below 1, e.g. 0.3")
         if not 10 <= self.context_words <= 1000:

@@ -1,4 +1,5 @@
-"""Context selection: keep only the sentences of each retrieved chunk that bear on the question.
+"""Context: what the model is shown. `SentenceSelector` keeps only the sentences of each retrieved
+chunk that bear on the question; `WholeCorpus` shows a small corpus whole, in a fixed order.
 
 A short prompt is the cheapest speed-up on a CPU (prompt evaluation dominates time to first token)
 and keeps a small model from being distracted. Each selected passage is still one contiguous span of
@@ -10,6 +11,7 @@ import numpy as np
 
 from rag.chunking import split_sentences
 from rag.embedding import Embedder
+from rag.store import IndexStore
 from rag.types import Passage
 
 
@@ -53,3 +55,76 @@ class SentenceSelector:
 
 def _words(p: Passage, span) -> int:
     return len(p.chunk.text[span.start - p.chunk.start:span.end - p.chunk.start].split())
+
+
+class WholeCorpus:
+    """A corpus small enough for the prompt, shown whole: every document as numbered passages of a
+    few sentences, in a fixed order (by source, then position).
+
+    The prompt then starts with the same long prefix for every question, so llama.cpp evaluates the
+    corpus once and reuses its KV cache: later questions cost only their own tokens before the first
+    word. Each passage is scored against the question (cosine, like retrieval) for the refusal gate
+    and for reporting; the prompt keeps the fixed order whatever the scores."""
+
+    def __init__(self, store: IndexStore, embedder: Embedder, max_words: int, passage_words: int = 50) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.max_words = max_words
+        self.passage_words = passage_words
+        self._key: tuple[int, int, int] | None = None
+        self._passages: list[Passage] = []
+        self._vectors: np.ndarray | None = None
+        self._words = 0
+
+    def _refresh(self) -> None:
+        key = (self.store.manifest.generation, self.store.manifest.next_id, len(self.store.chunks))
+        if key == self._key:
+            return
+        self._key = key
+        self._words = 0
+        self._passages, self._vectors = [], None
+        chunks = sorted(self.store.chunks.values(), key=lambda c: (c.source, c.doc_id, c.start))
+        # Cheap size check first: the corpus is counted without the chunks' overlap.
+        covered: dict[str, int] = {}
+        for c in chunks:
+            done = covered.get(c.doc_id, -1)
+            self._words += len(c.text[max(0, done - c.start):].split()) if c.end > done else 0
+            covered[c.doc_id] = max(done, c.end)
+        if self._words > self.max_words or not chunks:
+            return
+        covered = {}
+        for c in chunks:
+            done = covered.get(c.doc_id, -1)
+            fresh = [s for s in split_sentences(c.text, offset=c.start) if s.start >= done]
+            covered[c.doc_id] = max(done, c.end)
+            group: list = []
+            words = 0
+            for s in fresh + [None]:
+                n = 0 if s is None else len(c.text[s.start - c.start:s.end - c.start].split())
+                if group and (s is None or words + n > self.passage_words):
+                    start, end = group[0].start, group[-1].end
+                    self._passages.append(Passage(chunk=c, score=0.0, text=c.text[start - c.start:end - c.start],
+                                                  start=start, end=end))
+                    group, words = [], 0
+                if s is not None:
+                    group.append(s)
+                    words += n
+        self._vectors = self.embedder.embed([p.text for p in self._passages])
+
+    @property
+    def words(self) -> int:
+        self._refresh()
+        return self._words
+
+    def fits(self) -> bool:
+        self._refresh()
+        return bool(self._passages)
+
+    def passages(self, question: str) -> list[Passage]:
+        """Every passage in the fixed prompt order, each scored against the question."""
+        self._refresh()
+        if not self._passages:
+            return []
+        scores = self._vectors @ self.embedder.embed([question])[0]
+        return [Passage(chunk=p.chunk, score=float(s), text=p.text, start=p.start, end=p.end)
+                for p, s in zip(self._passages, scores)]

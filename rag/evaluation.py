@@ -19,6 +19,7 @@ What is scored (see docs/evaluation.md):
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -85,6 +86,8 @@ class ItemResult:
     answer: str
     abstained: bool
     refusal_reason: str = ""
+    model_text: str = ""  # the model's draft, kept for refused items too (why was it refused?)
+    signals: dict[str, Any] = field(default_factory=dict)  # RefusalSignals: the evidence and the gates
     citations: list[dict[str, Any]] = field(default_factory=list)  # n, source, start, end, score, supports
     retrieved: list[dict[str, Any]] = field(default_factory=list)  # rank, source, start, end, score, supports
     exact_match: float | None = None
@@ -129,6 +132,8 @@ class ItemResult:
             "first_hit_rank": self.first_hit_rank,
             "retrieved": self.retrieved,
             "refusal_reason": self.refusal_reason,
+            "model_text": self.model_text,
+            "signals": self.signals,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "error": self.error,
         }
@@ -150,6 +155,7 @@ def score_item(item: TestItem, answer: Answer) -> ItemResult:
     result = ItemResult(
         id=item.id, question=item.question, must_refuse=item.must_refuse, gold_answers=list(item.answers),
         answer=answer.text, abstained=answer.abstained, refusal_reason=answer.refusal_reason,
+        model_text=answer.model_text, signals=answer.signals.to_json(),
         citations=citations, retrieved=retrieved, timings=dict(answer.timings),
     )
     if not item.must_refuse:
@@ -434,7 +440,11 @@ def run_config(rag: "RAG", testset: TestSet, *, limit: int | None, n_planned: in
                top_k: int | None = None) -> dict[str, Any]:
     s = rag.settings
     manifest = rag.store.manifest
+    # Every setting, so a new one can never drop out of the reports; then what this run adds.
+    settings = {f.name: (str(v) if isinstance(v, Path) else v)
+                for f in dataclasses.fields(s) if f.name not in ("api_key",) for v in [getattr(s, f.name)]}
     return {
+        **settings,
         "testset": str(testset.path) if testset.path else None,
         "testset_name": testset.path.name if testset.path else "items",
         "testset_format": testset.format,
@@ -442,24 +452,12 @@ def run_config(rag: "RAG", testset: TestSet, *, limit: int | None, n_planned: in
         "limit": limit,
         "n_items_planned": n_planned,
         "n_items": 0,
-        "model": s.model,
         "top_k": top_k or s.top_k,
-        "min_score": s.min_score,
-        "retrieval": s.retrieval,
-        "context": s.context,
-        "context_words": s.context_words,
-        "answer_style": s.answer_style,
-        "support": s.support,
-        "diversity": s.diversity,
-        "passage_order": s.passage_order,
-        "query_rewrite": s.query_rewrite,
+        "context_used": "corpus" if rag.corpus is not None and rag.corpus.fits() else "retrieval",
         "embed_model": manifest.embed_model,
         "embed_backend": s.embed_backend,
         "chunk_size": manifest.chunk_size,
         "chunk_overlap": manifest.chunk_overlap,
-        "max_new_tokens": s.max_new_tokens,
-        "temperature": s.temperature,
-        "threads": s.threads,
         "index_dir": str(rag.store.directory),
         "n_documents": len(rag.store.docs),
         "n_chunks": len(rag.store.chunks),

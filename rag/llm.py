@@ -589,3 +589,59 @@ def build_llm(settings: "Settings", *, progress: Callable[[int, int], None] | No
         llm.completion_to_prompt = template.completion_to_prompt
         llm.generate_kwargs["stop"] = list(template.stop)
     return llm
+
+
+class LlamaRefusalProbe:
+    """Reads, after a generation, the model's probability that its reply starts with the refusal.
+
+    llama-cpp-python keeps no logits unless the model is loaded with logits_all (which costs memory
+    and time on every token), so the probe re-evaluates the prompt's last token, whose KV entries are
+    still cached, and reads the next-token distribution: one token of work. The cache then ends at the
+    prompt, so the next question still reuses the shared prefix."""
+
+    def __init__(self, llm: Any, refusal: str) -> None:
+        self.llm = llm
+        self.llama = llm._model
+        first = self.llama.tokenize(refusal.encode("utf-8"), add_bos=False, special=False)
+        self.refusal_token = first[0]
+
+    @contextlib.contextmanager
+    def without_refusal(self) -> Iterator[None]:
+        """While held, the refusal's first token is banned (a logit bias), so the model must answer.
+        LlamaCPP ignores per-call kwargs, hence its generate_kwargs; the caller holds the LLM lock."""
+        kwargs = self.llm.generate_kwargs
+        before = kwargs.get("logit_bias")
+        kwargs["logit_bias"] = {**(before or {}), self.refusal_token: -100.0}
+        try:
+            yield
+        finally:
+            if before is None:
+                kwargs.pop("logit_bias", None)
+            else:
+                kwargs["logit_bias"] = before
+
+    def refusal_probability(self, messages: Sequence[Any]) -> float | None:
+        import numpy as np
+
+        llama = self.llama
+        tokens = llama.tokenize(self.llm.messages_to_prompt(messages).encode("utf-8"), special=True)
+        n = len(tokens)
+        if n == 0 or llama.n_tokens < n or list(llama.input_ids[:n]) != tokens:
+            return None  # the cache no longer holds this prompt
+        llama.n_tokens = n - 1
+        llama.eval([tokens[-1]])
+        logits = np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(llama.n_vocab(),)).astype(np.float64)
+        top = logits.max()
+        return float(np.exp(logits[self.refusal_token] - top) / np.exp(logits - top).sum())
+
+
+def refusal_probe_for(llm: Any, refusal: str) -> LlamaRefusalProbe | None:
+    """The probe for a llama-index LlamaCPP model; None for servers and fakes (no logits to read)."""
+    llama = getattr(llm, "_model", None)
+    if llama is None or not hasattr(llama, "tokenize") or not hasattr(llama, "_ctx"):
+        return None
+    try:
+        return LlamaRefusalProbe(llm, refusal)
+    except Exception as exc:  # an exotic tokenizer: the refusal decision just lacks this signal
+        log.warning("no refusal probability for this model: %s", exc)
+        return None

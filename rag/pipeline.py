@@ -1,8 +1,10 @@
 """The wiring: one place where settings pick the parts and the data flows stage to stage.
 
     ingest: paths -> loading.load -> SentenceChunker.split -> Embedder.embed -> IndexStore (atomic save)
-    ask:    question -> Dense|HybridRetriever [in RewritingRetriever (HyDE)] [in DiverseRetriever (MMR)] .retrieve
-            -> [SentenceSelector] -> Answerer.stream (prompt, LLM, citations, refusal) -> Answer
+    ask:    question -> WholeCorpus (a small corpus, whole, in a fixed order)
+                        or Dense|HybridRetriever [in RewritingRetriever (HyDE)] [in DiverseRetriever (MMR)]
+                           .retrieve -> [SentenceSelector] -> passage order
+            -> Answerer.stream (prompt, LLM, citations, refusal) -> Answer
 """
 from __future__ import annotations
 
@@ -14,14 +16,14 @@ from pathlib import Path
 from llama_index.core.llms import LLM
 
 from rag import loading
-from rag.answering import Answerer
+from rag.answering import REFUSAL, Answerer
 from rag.chunking import SentenceChunker
 from rag.citations import SemanticSupport
 from rag.conversation import QuestionCondenser, Turn
 from rag.config import DEFAULT_INDEX_DIR, SEEDS_DIR, Settings
 from rag.embedding import Embedder, build_embedder
-from rag.errors import InputError, LoadError
-from rag.context import SentenceSelector
+from rag.errors import ConfigError, InputError, LoadError
+from rag.context import SentenceSelector, WholeCorpus
 from rag.retrieval import DenseRetriever, DiverseRetriever, HybridRetriever, Retriever, RewritingRetriever
 from rag.rewriting import HydeRewriter
 from rag.store import IndexStore
@@ -48,8 +50,12 @@ class RAG:
         if settings.diversity > 0:
             self.retriever = DiverseRetriever(self.retriever, store, embedder, settings.diversity)
         self.selector = SentenceSelector(embedder, settings.context_words) if settings.context == "sentences" else None
+        self.corpus = (WholeCorpus(store, embedder, settings.corpus_max_words)
+                       if settings.context in ("auto", "corpus") else None)
         self.semantic = SemanticSupport(embedder) if settings.support == "embedding" else None
         self._llm = llm
+        self._probe_for: LLM | None = None
+        self._probe_obj = None
         self._write_lock = threading.RLock()
         self._llm_lock = threading.Lock()
         self._load_lock = threading.Lock()
@@ -166,23 +172,53 @@ class RAG:
         with self._write_lock:
             return self.retriever.retrieve(question, top_k or self.settings.top_k)
 
+    def context(self, question: str, top_k: int | None = None) -> tuple[list[Passage], list[Passage]]:
+        """What the model is shown for `question`: (passages in rank order, the same in prompt order)."""
+        question = self._check(question)
+        if self.corpus is not None:
+            with self._write_lock:
+                fits = self.corpus.fits()
+                if fits:
+                    shown = self.corpus.passages(question)
+                    return sorted(shown, key=lambda p: -p.score), shown
+            if self.settings.context == "corpus":
+                raise ConfigError(f"context=corpus, but the corpus has {self.corpus.words:,} words, more than "
+                                  f"corpus_max_words={self.settings.corpus_max_words:,}; use context=auto or chunk")
+        passages = self.retrieve(question, top_k)
+        if self.selector is not None and passages:
+            passages = self.selector.select(question, passages)
+        order = self.settings.passage_order
+        if order == "best_last":
+            shown = passages[::-1]
+        elif order == "document":
+            shown = sorted(passages, key=lambda p: (p.chunk.source, p.start))
+        else:
+            shown = passages
+        return passages, shown
+
     def stream(self, question: str, top_k: int | None = None) -> Iterator[str | Answer]:
         """Yield answer text as it is generated, then the final Answer (always last)."""
         question = self._check(question)
         start = time.perf_counter()
-        passages = self.retrieve(question, top_k)
+        passages, shown = self.context(question, top_k)
         timings = {"retrieve": time.perf_counter() - start}
-        if self.selector is not None and passages:
-            passages = self.selector.select(question, passages)
-            timings["select"] = time.perf_counter() - start - timings["retrieve"]
-        answerer = Answerer(self.llm, min_score=self.settings.min_score, style=self.settings.answer_style,
-                            semantic=self.semantic,
-                            best_last=self.settings.passage_order == "best_last")
+        llm = self.llm
+        answerer = Answerer(llm, min_score=self.settings.min_score, style=self.settings.answer_style,
+                            semantic=self.semantic, refusal_prob=self.settings.refusal_prob,
+                            retry_below=self.settings.retry_below,
+                            probe=self._probe(llm))
         with self._llm_lock:
-            for item in answerer.stream(question, passages, timings):
+            for item in answerer.stream(question, passages, timings, shown):
                 if isinstance(item, Answer):
                     item.timings["total"] = time.perf_counter() - start
                 yield item
+
+    def _probe(self, llm: LLM):
+        if self._probe_for is not llm:
+            from rag.llm import refusal_probe_for
+
+            self._probe_for, self._probe_obj = llm, refusal_probe_for(llm, REFUSAL)
+        return self._probe_obj
 
     def ask(self, question: str, top_k: int | None = None) -> Answer:
         for item in self.stream(question, top_k):

@@ -86,6 +86,22 @@ class AnswerSentence:
 
 
 @dataclass
+class RefusalSignals:
+    """The evidence an answer's refusal decision read, and the thresholds it was read against."""
+
+    best_score: float | None = None  # best cosine of the question with any passage
+    p_refusal: float | None = None  # model's probability of starting with the refusal (llama.cpp only)
+    supported: float | None = None  # share of the answer's sentences that passages back
+    retried: bool = False  # the model refused unsure and was asked again with the refusal banned
+    min_score: float | None = None
+    refusal_prob: float | None = None
+    retry_below: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (v if v is None or isinstance(v, bool) else round(float(v), 4)) for k, v in asdict(self).items()}
+
+
+@dataclass
 class Answer:
     """The single result type of `RAG.ask`; a refusal is an Answer with `abstained=True`."""
 
@@ -98,6 +114,7 @@ class Answer:
     passages: list[Passage] = field(default_factory=list)
     refusal_reason: str = ""
     model_text: str = ""  # what the model said, before markers were cleaned and sentences checked
+    signals: RefusalSignals = field(default_factory=RefusalSignals)
 
     @property
     def unsupported(self) -> list[str]:
@@ -111,6 +128,7 @@ class Answer:
             "unsupported_sentences": self.unsupported,
             "refusal_reason": self.refusal_reason,
             "model_text": self.model_text,
+            "signals": self.signals.to_json(),
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
 

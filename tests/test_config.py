@@ -23,7 +23,7 @@ def test_precedence_file_then_env_then_overrides(tmp_path, monkeypatch):
         ({"min_score": 2.0}, "min_score=2.0"),
         ({"model": "llama-9000"}, "qwen2.5-1.5b"),
         ({"retrieval": "sparse"}, "use dense or hybrid"),
-        ({"context": "page"}, "use chunk or sentences"),
+        ({"context": "page"}, "use auto, corpus, chunk, sentences"),
         ({"answer_style": "long"}, "use sentence or short"),
         ({"support": "vibes"}, "use lexical or embedding"),
         ({"embed_backend": "tpu"}, "use torch, onnx or onnx-int8"),
