@@ -445,12 +445,13 @@ def test_seed_set_with_the_real_default_model(real_rag, tmp_path):
     m = report.metrics
     summary = json.dumps(m, indent=1)
     assert m["n_errors"] == 0, summary
-    # measured (docs/baselines/seed.json, qwen2.5-0.5b): contains 0.57, refusal recall 0.67 (8 of 12),
-    # false refusals 0.31, citation precision 0.86, hit@5 1.0 -- minus a margin; qwen2.5-1.5b scores higher
-    assert m["contains"] >= 0.45, summary
-    assert m["refusal_recall"] >= 0.5, summary
-    assert m["false_refusal_rate"] <= 0.5, summary
-    assert m["citation_precision"] >= 0.7, summary
+    # measured (docs/ablations/seed2-N-1.5b-corpus-gate0.json rescored at min_score 0.30, qwen2.5-1.5b with
+    # the whole article in the prompt): contains 0.82, refusal recall 0.62, false refusals 0.03, citation
+    # precision 0.76, hit@k 1.0 -- minus a margin
+    assert m["contains"] >= 0.7, summary
+    assert m["refusal_recall"] >= 0.45, summary
+    assert m["false_refusal_rate"] <= 0.15, summary
+    assert m["citation_precision"] >= 0.65, summary
     assert m["hit_at_k"] >= 0.9, summary
     paths = report.write_markdown(tmp_path / "seed.md")
     assert all(p.is_file() for p in paths)

@@ -36,8 +36,8 @@ def test_the_acceptance_question_is_answered_and_cited(real_rag):
     assert all(text[c.start:c.end] == c.text for c in answer.citations)
 
 
-def test_at_least_five_of_seven_answered_with_a_citation_holding_the_answer(real_rag):
-    """The 0.5B default misses some; the bar is five, as the issue sets it."""
+def test_at_least_six_of_seven_answered_with_a_citation_holding_the_answer(real_rag):
+    """The 1.5B default with the whole article in the prompt; the bar leaves room for one miss."""
     results = {}
     for question, expected in ANSWERABLE:
         answer = real_rag.ask(question)
@@ -46,7 +46,7 @@ def test_at_least_five_of_seven_answered_with_a_citation_holding_the_answer(real
             and expected.lower() in answer.text.lower()
             and any(expected.lower() in c.text.lower() for c in answer.citations)
         ), answer.model_text
-    assert sum(ok for ok, _ in results.values()) >= 5, results
+    assert sum(ok for ok, _ in results.values()) >= 6, results
 
 
 @pytest.mark.parametrize("question", UNANSWERABLE)
@@ -134,3 +134,20 @@ def test_onnx_backend_matches_torch_and_int8_gets_its_own_index_stamp(real_embed
     store.save()
     with pytest.raises(IndexMismatchError, match="int8"):
         IndexStore.open(tmp_path / "idx", int8.name, 384)
+
+
+def test_the_whole_article_is_shown_in_document_order_with_refusal_signals(real_rag):
+    ranked, shown = real_rag.context("Who is Niger's prime minister?")
+    assert real_rag.corpus is not None and real_rag.corpus.fits()
+    assert [p.start for p in shown] == sorted(p.start for p in shown)  # the fixed order of the article
+    assert {p.start for p in ranked} == {p.start for p in shown} and ranked[0].score >= ranked[-1].score
+    answer = real_rag.ask("Who is Niger's prime minister?")
+    assert not answer.abstained and "Zeine" in answer.text, answer.model_text
+    # llama.cpp's probability of the refusal's first token, read from the real model
+    assert answer.signals.p_refusal is not None and 0.0 < answer.signals.p_refusal < 0.5
+    assert answer.signals.best_score == max(p.score for p in ranked)
+
+
+def test_a_follow_up_rewritten_to_the_wrong_country_is_not_answered(real_rag):
+    answer = real_rag.ask("Who is the prime minister in Nigeria?")
+    assert answer.abstained or "Nigeria" not in answer.text, (answer.text, answer.model_text)

@@ -10,7 +10,6 @@ import importlib
 import os
 import socket
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -375,8 +374,8 @@ def smollm():
 
 
 @pytest.fixture(scope="module")
-def qwen05():
-    return _load("qwen2.5-0.5b")
+def qwen_default():
+    return _load("qwen2.5-1.5b")  # the default model, installed with the project
 
 
 def _stream_and_record(llm, messages):
@@ -432,21 +431,19 @@ def test_prefix_kv_cache_is_reused(smollm):
 
 
 @pytest.mark.integration
-def test_qwen05_assembled_checksum_and_streams(qwen05):
-    path = model_path("qwen2.5-0.5b", Settings().cache_dir)
-    assert Path(qwen05.model_path) == path
+def test_default_qwen_assembled_checksum_and_streams(qwen_default):
+    path = model_path("qwen2.5-1.5b", Settings().cache_dir)
+    assert Path(qwen_default.model_path) == path
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 23):
             h.update(chunk)
-    assert h.hexdigest() == REGISTRY["qwen2.5-0.5b"].sha256
-    t0 = time.perf_counter()
-    deltas, prompts = _stream_and_record(qwen05, _messages())
+    assert h.hexdigest() == REGISTRY["qwen2.5-1.5b"].sha256
+    deltas, prompts = _stream_and_record(qwen_default, _messages())
     assert len(deltas) >= 2 and "".join(deltas).strip()
     assert "Paris" in "".join(deltas)
     assert prompts[0].startswith("<|im_start|>system\nYou answer in one short sentence.<|im_end|>\n")
     assert prompts[0].endswith("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n")
-    assert time.perf_counter() - t0 < 120
 
 
 def test_extra_buffer_types_switched_off_only_while_loading():
