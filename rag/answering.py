@@ -52,6 +52,14 @@ class RefusalProbe(Protocol):
     def without_refusal(self) -> AbstractContextManager[None]: ...
 
 
+class PromptState(Protocol):
+    """Carries the model's cached prompt state across processes (rag.llama_state.PromptCache)."""
+
+    def restore(self, messages: list[ChatMessage], question: str) -> bool: ...
+
+    def save(self, messages: list[ChatMessage], question: str) -> None: ...
+
+
 class Answerer:
     """Owns the prompt and the post-processing; receives its LLM (and, for llama.cpp, the probe of its
     first-token probabilities) from the wiring.
@@ -62,7 +70,7 @@ class Answerer:
     def __init__(self, llm: LLM, min_score: float = 0.3, prompts_dir: Path = PROMPTS_DIR,
                  style: str = "sentence", semantic: SemanticSupport | None = None,
                  refusal_prob: float = 1.0, retry_below: float = 0.0,
-                 probe: RefusalProbe | None = None) -> None:
+                 probe: RefusalProbe | None = None, prompt_state: PromptState | None = None) -> None:
         self.llm = llm
         self.min_score = min_score
         self.prompts_dir = prompts_dir
@@ -75,6 +83,7 @@ class Answerer:
         # support check, else the refusal stands.
         self.retry_below = retry_below
         self.probe = probe
+        self.prompt_state = prompt_state
 
     def messages(self, question: str, passages: list[Passage]) -> list[ChatMessage]:
         blocks = "\n\n".join(
@@ -102,11 +111,15 @@ class Answerer:
             return
         messages = self.messages(question, shown)
         start = time.perf_counter()
+        if self.prompt_state is not None and self.prompt_state.restore(messages, question):
+            timings["restore_state"] = time.perf_counter() - start
         parts: list[str] = []
         yield from self._generate(messages, parts, timings, start)
         raw = "".join(parts).strip()
         if self.probe is not None:
             signals.p_refusal = self.probe.refusal_probability(messages)
+        if self.prompt_state is not None:
+            self.prompt_state.save(messages, question)
         if is_refusal(raw) and self.probe is not None and signals.p_refusal is not None \
                 and signals.p_refusal < self.retry_below:
             first = raw

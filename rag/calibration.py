@@ -154,3 +154,101 @@ def rescore(report: dict[str, Any], min_score: float | None = None,
     if not results:
         raise InputError("no items left to score (do the ids match?)")
     return compute_metrics(results)
+
+
+# -- all the refusal gates together, across test sets ------------------------------------------
+
+@dataclass(frozen=True)
+class Gates:
+    """The three refusal thresholds an answer is decided by (see rag/answering.py)."""
+
+    min_score: float  # retrieval: refuse before generating when the best passage scores below
+    refusal_prob: float  # refuse an answer when the model's own refusal probability reaches this
+    retry_below: float  # ask again, refusal banned, when the model refused with probability below this
+
+
+def decided(item: dict[str, Any], gates: Gates) -> tuple[bool, bool]:
+    """(refused, right) for one item of a run made with min_score 0, refusal_prob 1 and retry_below 1,
+    as if the run had used `gates`: every signal it needs is in the item."""
+    signals = item.get("signals") or {}
+    p = signals.get("p_refusal")
+    score = signals.get("best_score")
+    score = best_score(item) if score is None else score
+    refused = bool(item["abstained"])
+    answered_right = bool(item.get("contains"))
+    if score < gates.min_score:
+        refused = True
+    elif signals.get("retried") and p is not None and p >= gates.retry_below:
+        refused, answered_right = True, False  # the first draft, a refusal, would have stood
+    elif not refused and p is not None and p >= gates.refusal_prob:
+        refused = True
+    right = refused if item["must_refuse"] else (not refused and answered_right)
+    return refused, right
+
+
+def gate_metrics(items: Sequence[dict[str, Any]], gates: Gates) -> dict[str, float]:
+    """Refusal recall, false-refusal rate, contains and correct (all items) under `gates`."""
+    rows = [(i["must_refuse"], *decided(i, gates)) for i in items if i.get("error") is None]
+    refuse = [r for r in rows if r[0]]
+    answerable = [r for r in rows if not r[0]]
+    return {
+        "refusal_recall": sum(r[1] for r in refuse) / len(refuse) if refuse else float("nan"),
+        "false_refusal_rate": sum(r[1] for r in answerable) / len(answerable) if answerable else float("nan"),
+        "contains": sum(r[2] for r in answerable) / len(answerable) if answerable else float("nan"),
+        "correct": sum(r[2] for r in rows) / len(rows) if rows else float("nan"),
+    }
+
+
+GATE_GRID = [Gates(m, r, t) for m in (0.0, 0.1, 0.2, 0.3, 0.4) for r in (0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
+             for t in (0.0, 0.2, 0.3, 0.4, 0.5)]
+
+
+def _objective(per_set: Sequence[Sequence[dict[str, Any]]], gates: Gates) -> float:
+    """The mean over test sets of `correct` (every set weighs the same, whatever its size)."""
+    return sum(gate_metrics(items, gates)["correct"] for items in per_set) / len(per_set)
+
+
+def cross_validate_gates(reports: dict[str, dict[str, Any]], folds: int = 5, seed: int = 0,
+                         grid: Sequence[Gates] = GATE_GRID) -> dict[str, Any]:
+    """Choose the gates on all test sets together, with held-out folds: each set's items are split
+    into `folds` parts; for each part the gates that maximise the mean `correct` over the other parts
+    of every set are applied to it. Returns the held-out metrics per set (every item is scored once,
+    by gates chosen without it), the gates each fold chose, and the gates chosen on everything."""
+    import random
+
+    for name, report in reports.items():
+        config = report.get("config", {})
+        if float(config.get("min_score") or 0) > 0 or float(config.get("refusal_prob") or 1) < 1 \
+                or float(config.get("retry_below") or 0) < 1:
+            raise InputError(f"{name}: calibrate from runs made with RAG_MIN_SCORE=0 RAG_REFUSAL_PROB=1 "
+                             "RAG_RETRY_BELOW=1, so every signal is recorded")
+    parts: dict[str, list[list[dict[str, Any]]]] = {}
+    for name, report in reports.items():
+        items = [i for i in report.get("items", []) if i.get("error") is None]
+        order = list(range(len(items)))
+        random.Random(seed).shuffle(order)
+        parts[name] = [[items[j] for j in order[k::folds]] for k in range(folds)]
+    held_out: dict[str, list[tuple[dict[str, Any], Gates]]] = {name: [] for name in reports}
+    chosen = []
+    for k in range(folds):
+        train = [[i for f, part in enumerate(ps) if f != k for i in part] for ps in parts.values()]
+        best = max(grid, key=lambda g: (_objective(train, g), -g.min_score, g.refusal_prob, -g.retry_below))
+        chosen.append(best)
+        for name, ps in parts.items():
+            held_out[name].extend((i, best) for i in ps[k])
+    results = {}
+    for name, pairs in held_out.items():
+        rows = [(i["must_refuse"], *decided(i, g)) for i, g in pairs]
+        refuse = [r for r in rows if r[0]]
+        answerable = [r for r in rows if not r[0]]
+        results[name] = {
+            "refusal_recall": round(sum(r[1] for r in refuse) / len(refuse), 4) if refuse else None,
+            "false_refusal_rate": round(sum(r[1] for r in answerable) / len(answerable), 4) if answerable else None,
+            "contains": round(sum(r[2] for r in answerable) / len(answerable), 4) if answerable else None,
+            "correct": round(sum(r[2] for r in rows) / len(rows), 4),
+        }
+    everything = [[i for part in ps for i in part] for ps in parts.values()]
+    final = max(grid, key=lambda g: (_objective(everything, g), -g.min_score, g.refusal_prob, -g.retry_below))
+    return {"held_out": results, "fold_gates": [asdict(g) for g in chosen], "chosen": asdict(final),
+            "chosen_metrics": {name: {k: round(v, 4) for k, v in gate_metrics(items, final).items()}
+                               for name, items in zip(parts, everything)}}

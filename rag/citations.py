@@ -116,6 +116,24 @@ class Check:
         return not self.missing
 
 
+@dataclass(frozen=True)
+class SupportRules:
+    """How strict the support check is. `threshold`: share of the sentence's new content words the
+    evidence must hold. `whole_share`: share of all its content words, question words included, the
+    evidence must hold (0 = not checked), so an answer that pins the question's subject on a passage
+    about something else ("The name of the president is Ali Lamine Zeine", cited to a passage about the
+    prime minister) fails. `question_names`: where a name the question used may be found when the cited
+    passage lacks it: "shown" (any passage the model was shown) or "cited" (only the cited passages)."""
+
+    threshold: float = SUPPORT_THRESHOLD
+    whole_share: float = 0.0
+    question_names: str = "shown"
+
+    def __post_init__(self) -> None:
+        if self.question_names not in ("shown", "cited"):
+            raise ValueError(f"question_names={self.question_names!r}; use shown or cited")
+
+
 class SupportChecker:
     """Checks answer sentences against passages for one question.
 
@@ -127,13 +145,14 @@ class SupportChecker:
     question prove nothing, so the share counts only the rest; a sentence that adds nothing new is
     judged on all its words."""
 
-    def __init__(self, passages: list[Passage], question: str = "", threshold: float = SUPPORT_THRESHOLD) -> None:
+    def __init__(self, passages: list[Passage], question: str = "", rules: SupportRules = SupportRules()) -> None:
+        self.rules = rules
+        self.threshold = rules.threshold
         self.passages = [Evidence.of(p.text) for p in passages]
         self.everything = Evidence.of(*(p.text for p in passages)) if passages else Evidence(frozenset(), frozenset())
         self.qwords = content_words(question)
         self.qnumbers = numbers(question)
         self.qnames = names(question) | {_norm(w) for w in _words(question) if w[0].isupper()}
-        self.threshold = threshold
 
     def check(self, sentence: str, evidence: Evidence) -> Check:
         words = content_words(sentence)
@@ -143,14 +162,18 @@ class SupportChecker:
         # anchored: its rephrased words ("formally called" for "officially declared") are then judged
         # among all its words, not only the few new ones.
         anchors = (numbers(sentence) - self.qnumbers) | (names(sentence, self.qnames) - self.qwords)
-        if anchors and anchors <= (evidence.numbers | evidence.words) and words:
-            share = max(share, len(words & evidence.words) / len(words))
+        whole = len(words & evidence.words) / len(words) if words else 0.0
+        if anchors and anchors <= (evidence.numbers | evidence.words):
+            share = max(share, whole)
+        if whole < self.rules.whole_share:
+            share = min(share, whole)
+        elsewhere = self.everything if self.rules.question_names == "shown" else evidence
         missing = []
         for n in sorted(numbers(sentence)):
-            if n not in evidence.numbers and not (n in self.qnumbers and n in self.everything.numbers):
+            if n not in evidence.numbers and not (n in self.qnumbers and n in elsewhere.numbers):
                 missing.append(n)
         for name in sorted(names(sentence, self.qnames)):
-            if not _has_name(name, evidence.words) and not (name in self.qwords and _has_name(name, self.everything.words)):
+            if not _has_name(name, evidence.words) and not (name in self.qwords and _has_name(name, elsewhere.words)):
                 missing.append(name)
         return Check(share=share, missing=tuple(missing))
 
@@ -217,7 +240,7 @@ def parse_markers(text: str) -> list[int]:
 
 
 def attribute(answer: str, passages: list[Passage], question: str = "",
-              threshold: float = SUPPORT_THRESHOLD,
+              rules: SupportRules = SupportRules(),
               semantic: SemanticSupport | None = None) -> tuple[str, list[AnswerSentence]]:
     """Attach every sentence of the answer to the passages that support it, and write the markers.
 
@@ -228,7 +251,7 @@ def attribute(answer: str, passages: list[Passage], question: str = "",
     failing that, two passages together (a sentence may join two facts). With no backing it is kept
     but flagged unsupported. With `semantic`, a sentence whose numbers and names check out and whose
     word share is near the threshold is also backed by a passage holding a sentence close in meaning."""
-    checker = SupportChecker(passages, question, threshold)
+    checker = SupportChecker(passages, question, rules)
     answer = _MARKER_AFTER_STOP.sub(lambda m: m.group(2) + m.group(1), answer.strip())
     sentences: list[AnswerSentence] = []
     out: list[str] = []

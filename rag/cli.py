@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, help="write a Markdown report (with PNG plots beside it) here")
     p.add_argument("--refusal-curve", nargs="+", type=Path, metavar="REPORT.json",
                    help="min_score trade-off from runs made with a low min_score (chosen on the first)")
+    p.add_argument("--calibrate", nargs="+", type=Path, metavar="REPORT.json",
+                   help="choose min_score, refusal_prob and retry_below on several test sets' runs (made with "
+                        "RAG_MIN_SCORE=0 RAG_REFUSAL_PROB=1 RAG_RETRY_BELOW=1), with held-out folds")
     p.add_argument("--rescore", type=Path, metavar="REPORT.json",
                    help="a run's metrics again, at --min-score T and/or only over the items of --subset-of")
     p.add_argument("--min-score", type=float, help="with --rescore: the retrieval gate to apply")

@@ -664,6 +664,22 @@ def run_cli(args: Any, settings: Settings, *, embedder: "Embedder | None" = None
                                                        "min_score": getattr(args, "min_score", None),
                                                        "subset_of": str(subset) if subset else None}, indent=1))
         return EXIT_OK
+    if getattr(args, "calibrate", None):
+        from rag.calibration import cross_validate_gates
+
+        result = cross_validate_gates({Path(p).stem: load_report(p) for p in args.calibrate})
+        print("held out (each item scored by gates chosen without it):")
+        print("| run | refusal recall | false-refusal rate | contains | correct |\n| --- | --- | --- | --- | --- |")
+        for name, m in result["held_out"].items():
+            print(f"| {name} | {_fmt(m['refusal_recall'])} | {_fmt(m['false_refusal_rate'])} | "
+                  f"{_fmt(m['contains'])} | {_fmt(m['correct'])} |")
+        print("gates chosen per fold:", ", ".join(
+            f"({g['min_score']}, {g['refusal_prob']}, {g['retry_below']})" for g in result["fold_gates"]))
+        print("gates chosen on all items (min_score, refusal_prob, retry_below):",
+              f"({result['chosen']['min_score']}, {result['chosen']['refusal_prob']}, {result['chosen']['retry_below']})")
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(result, indent=1), encoding="utf-8")
+        return EXIT_OK
     if getattr(args, "refusal_curve", None):
         return _refusal_curve_cli([Path(p) for p in args.refusal_curve], getattr(args, "report", None))
     if not getattr(args, "testset", None):

@@ -29,6 +29,8 @@ from rag.rewriting import HydeRewriter
 from rag.store import IndexStore
 from rag.types import Answer, Chunk, Document, DocumentInfo, FileFailure, IngestReport, Passage
 
+# Saved llama.cpp prompt states (rag/llama_state.PromptCache), inside the index directory.
+PROMPT_STATE_DIR = "llama-state"
 # Chunks embedded per model call while ingesting many files (a few full batches of 64).
 EMBED_BATCH_CHUNKS = 256
 
@@ -56,6 +58,7 @@ class RAG:
         self._llm = llm
         self._probe_for: LLM | None = None
         self._probe_obj = None
+        self._state_obj = None
         self._write_lock = threading.RLock()
         self._llm_lock = threading.Lock()
         self._load_lock = threading.Lock()
@@ -203,10 +206,11 @@ class RAG:
         passages, shown = self.context(question, top_k)
         timings = {"retrieve": time.perf_counter() - start}
         llm = self.llm
+        whole_corpus = self.corpus is not None and bool(shown) and self.corpus.fits()
         answerer = Answerer(llm, min_score=self.settings.min_score, style=self.settings.answer_style,
                             semantic=self.semantic, refusal_prob=self.settings.refusal_prob,
                             retry_below=self.settings.retry_below,
-                            probe=self._probe(llm))
+                            probe=self._probe(llm), prompt_state=self._prompt_state(llm) if whole_corpus else None)
         with self._llm_lock:
             for item in answerer.stream(question, passages, timings, shown):
                 if isinstance(item, Answer):
@@ -214,11 +218,18 @@ class RAG:
                 yield item
 
     def _probe(self, llm: LLM):
+        """The llama.cpp helpers of the current LLM (None for servers and fakes), made once per LLM."""
         if self._probe_for is not llm:
-            from rag.llm import refusal_probe_for
+            from rag.llama_state import prompt_cache_for, refusal_probe_for
 
-            self._probe_for, self._probe_obj = llm, refusal_probe_for(llm, REFUSAL)
+            self._probe_for = llm
+            self._probe_obj = refusal_probe_for(llm, REFUSAL)
+            self._state_obj = prompt_cache_for(llm, self.store.directory / PROMPT_STATE_DIR)
         return self._probe_obj
+
+    def _prompt_state(self, llm: LLM):
+        self._probe(llm)
+        return self._state_obj
 
     def ask(self, question: str, top_k: int | None = None) -> Answer:
         for item in self.stream(question, top_k):

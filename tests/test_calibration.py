@@ -130,3 +130,48 @@ def test_ablation_table_pairs_each_run_with_the_default(tmp_path, capsys):
     assert rows[2].startswith("| default |") and rows[2].endswith("| default |")
     # r1: refused by the gate in default only; a1: right in other only; a2: gated in other only
     assert "support=embedding" in rows[3] and rows[3].endswith("| 1 / 2 (1.00) |")
+
+
+def _item(i, must_refuse, abstained, contains, best, p, retried=False):
+    return {"id": str(i), "must_refuse": must_refuse, "abstained": abstained, "contains": contains,
+            "signals": {"best_score": best, "p_refusal": p, "retried": retried}, "error": None}
+
+
+CAL_CONFIG = {"min_score": 0.0, "refusal_prob": 1.0, "retry_below": 1.0}
+
+
+def test_decided_applies_each_gate_from_the_recorded_signals():
+    from rag.calibration import Gates, decided
+
+    answered = _item(1, False, False, 1.0, 0.5, 0.3)
+    assert decided(answered, Gates(0.0, 1.0, 1.0)) == (False, True)
+    assert decided(answered, Gates(0.6, 1.0, 1.0)) == (True, False)  # below the retrieval gate
+    assert decided(answered, Gates(0.0, 0.25, 1.0)) == (True, False)  # the model nearly refused
+    retried = _item(2, False, False, 1.0, 0.5, 0.4, retried=True)  # right only thanks to the retry
+    assert decided(retried, Gates(0.0, 1.0, 0.5)) == (False, True)
+    assert decided(retried, Gates(0.0, 1.0, 0.3)) == (True, False)  # no retry: the refusal stands
+    unanswerable = _item(3, True, False, None, 0.2, 0.1)
+    assert decided(unanswerable, Gates(0.3, 1.0, 1.0)) == (True, True)
+
+
+def test_gates_are_chosen_with_held_out_folds_on_every_set():
+    from rag.calibration import cross_validate_gates
+
+    # In both sets unanswerable items score low and answerable ones high: a gate near 0.3 separates them.
+    def report(n):
+        items = [_item(i, i % 3 == 0, False, None if i % 3 == 0 else 1.0, 0.15 if i % 3 == 0 else 0.6, 0.1)
+                 for i in range(n)]
+        return {"config": CAL_CONFIG, "items": items}
+
+    result = cross_validate_gates({"a": report(30), "b": report(45)}, folds=5)
+    assert result["chosen"]["min_score"] in (0.2, 0.3, 0.4)
+    for m in result["held_out"].values():
+        assert m["refusal_recall"] == 1.0 and m["false_refusal_rate"] == 0.0 and m["correct"] == 1.0
+    assert len(result["fold_gates"]) == 5
+
+
+def test_calibration_needs_runs_that_recorded_every_signal():
+    from rag.calibration import cross_validate_gates
+
+    with pytest.raises(InputError, match="RAG_MIN_SCORE=0"):
+        cross_validate_gates({"a": {"config": {"min_score": 0.3}, "items": []}})

@@ -151,3 +151,22 @@ def test_the_whole_article_is_shown_in_document_order_with_refusal_signals(real_
 def test_a_follow_up_rewritten_to_the_wrong_country_is_not_answered(real_rag):
     answer = real_rag.ask("Who is the prime minister in Nigeria?")
     assert answer.abstained or "Nigeria" not in answer.text, (answer.text, answer.model_text)
+
+
+def test_the_prompt_state_saved_with_the_index_serves_a_fresh_model(real_rag, tmp_path):
+    """A second process (here: a second model instance) loads the KV state saved after the first
+    question, so it does not evaluate the article again; its answer is the same."""
+    from rag.config import Settings
+    from rag.pipeline import PROMPT_STATE_DIR, RAG
+
+    settings = Settings.load(index_dir=tmp_path / "index")
+    first = RAG.open(settings=settings, embedder=real_rag.embedder, seed=True)
+    question = "Which newspaper first reported the upcoming withdrawal?"
+    a = first.ask(question)
+    states = list((tmp_path / "index" / PROMPT_STATE_DIR).glob("*.llama-state"))
+    assert len(states) == 1 and states[0].stat().st_size > 0
+    assert "restore_state" not in a.timings
+    second = RAG.open(settings=settings, embedder=real_rag.embedder)
+    b = second.ask(question)
+    assert "restore_state" in b.timings  # loaded from the file, not evaluated
+    assert b.text == a.text and not b.abstained and "New York Times" in b.text

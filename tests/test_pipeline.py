@@ -5,7 +5,7 @@ import pytest
 
 from rag import prompts
 from rag.answering import REFUSAL
-from rag.errors import DocumentNotFound, InputError
+from rag.errors import ConfigError, DocumentNotFound, InputError
 from tests.conftest import SEED_ARTICLE
 from tests.filemakers import make_pdf
 
@@ -190,3 +190,38 @@ def test_hyde_asks_the_model_twice_and_answers_from_the_question(make_rag):
     assert "Washington paid about" not in rag.llm.prompts[1]  # the made-up text only moved the search
     assert "Write two sentences" in rag.llm.prompts[0]
     assert not answer.abstained and "$110 million" in answer.text
+
+
+def test_a_small_corpus_is_shown_whole_in_document_order_with_exact_spans(make_rag, tmp_path):
+    rag = make_rag(answer_from_passage, context="auto", chunk_size=40)
+    rag.add([SEED_ARTICLE])
+    assert len(rag.store.chunks) > 1  # overlapping chunks; the prompt must not repeat their overlap
+    ranked, shown = rag.context("How much did Washington spend to establish the base in northern Niger?")
+    source = SEED_ARTICLE.read_text(encoding="utf-8")
+    assert [p.start for p in shown] == sorted(p.start for p in shown)
+    assert all(source[p.start:p.end] == p.text for p in shown)
+    assert all(a.end < b.start for a, b in zip(shown, shown[1:]))  # no overlap
+    covered = " ".join(p.text for p in shown)
+    assert " ".join(source.split()) == " ".join(covered.split())  # nothing left out
+    assert [p.score for p in ranked] == sorted((p.score for p in shown), reverse=True)
+    answer = rag.ask("How much did Washington spend to establish the base in northern Niger?")
+    assert not answer.abstained and "$110 million" in answer.citations[0].text
+    assert rag.llm.prompts[0].count("[1] (from") == 1 and f"[{len(shown)}] (from" in rag.llm.prompts[0]
+
+
+def test_a_corpus_too_big_for_the_prompt_is_retrieved_or_named(make_rag):
+    rag = make_rag(answer_from_passage, context="auto", corpus_max_words=50)
+    rag.add([SEED_ARTICLE])
+    ranked, shown = rag.context("How much did Washington spend?")
+    assert len(ranked) <= rag.settings.top_k  # retrieval, not the whole corpus
+    strict = make_rag(context="corpus", corpus_max_words=50)
+    strict.add([SEED_ARTICLE])
+    with pytest.raises(ConfigError, match="corpus_max_words=50"):
+        strict.ask("How much did Washington spend?")
+
+
+def test_document_order_sorts_retrieved_passages_by_position(make_rag):
+    rag = make_rag(answer_from_passage, passage_order="document", chunk_size=30)
+    rag.add([SEED_ARTICLE])
+    ranked, shown = rag.context("Russia instructors Niger base drones")
+    assert [p.start for p in shown] == sorted(p.start for p in ranked)
