@@ -86,10 +86,16 @@ class Answerer:
         self.prompt_state = prompt_state
 
     def messages(self, question: str, passages: list[Passage]) -> list[ChatMessage]:
-        blocks = "\n\n".join(
-            prompts.render("passage", self.prompts_dir, n=i, source=short_source(p.chunk.source), text=p.text)
-            for i, p in enumerate(passages, start=1)
-        )
+        # Consecutive passages of one file share one "From <file>:" line: with a whole corpus in the
+        # prompt, a label per passage was a third of its tokens (a hashed file name tokenizes badly).
+        pieces: list[str] = []
+        source = None
+        for i, p in enumerate(passages, start=1):
+            if p.chunk.source != source:
+                source = p.chunk.source
+                pieces.append(prompts.render("source", self.prompts_dir, source=short_source(source)))
+            pieces.append(prompts.render("passage", self.prompts_dir, n=i, text=p.text) + "\n")
+        blocks = "\n".join(pieces).rstrip()
         # System message and passages come first: when they repeat, llama.cpp reuses its KV cache.
         return [
             ChatMessage(role=MessageRole.SYSTEM, content=prompts.render(self.system_prompt, self.prompts_dir, refusal=REFUSAL)),

@@ -41,7 +41,7 @@ REQUIRED_METRICS = {"exact_match", "f1", "contains", "refusal_precision", "refus
 
 # -- a fake model that answers from the passages it is shown ------------------------------------
 
-_PASSAGE = re.compile(r"^\[(\d+)\] \(from [^)]*\) (.*?)(?=^\[\d+\] \(from |^Question:|\Z)", re.S | re.M)
+_PASSAGE = re.compile(r"^\[(\d+)\] (.*?)(?=^\[\d+\] |^From .*:$|^Question:|\Z)", re.S | re.M)
 
 
 def extractive(prompt: str) -> str:

@@ -12,7 +12,7 @@ from tests.filemakers import make_pdf
 
 def answer_from_passage(prompt: str) -> str:
     """A fake model that copies the clause with '$110 million' from the passage it was shown."""
-    m = re.search(r"\[(\d+)\] \(from [^)]*\) .*?(Washington spent \$110 million[^.\n]*\.)", prompt, re.S)
+    m = re.search(r"\[(\d+)\] [^\[]*?(Washington spent \$110 million[^.\n]*\.)", prompt, re.S)
     return f"{m.group(2).strip()} [{m.group(1)}]" if m else "Not in the documents."
 
 
@@ -29,7 +29,7 @@ def test_ask_cites_the_passage_that_holds_the_answer(make_rag):
     assert source_text[c.start:c.end] == c.text
     assert set(answer.timings) >= {"retrieve", "first_token", "generate", "total"}
     # the prompt the model saw numbers the passages and carries the question
-    assert "[1] (from 000_a5055be445bd665f.txt)" in rag.llm.prompts[0]
+    assert "From 000_a5055be445bd665f.txt:\n[1] " in rag.llm.prompts[0]
     assert "Question: How much did Washington spend" in rag.llm.prompts[0]
 
 
@@ -206,7 +206,9 @@ def test_a_small_corpus_is_shown_whole_in_document_order_with_exact_spans(make_r
     assert [p.score for p in ranked] == sorted((p.score for p in shown), reverse=True)
     answer = rag.ask("How much did Washington spend to establish the base in northern Niger?")
     assert not answer.abstained and "$110 million" in answer.citations[0].text
-    assert rag.llm.prompts[0].count("[1] (from") == 1 and f"[{len(shown)}] (from" in rag.llm.prompts[0]
+    prompt = rag.llm.prompts[0]
+    assert prompt.count("From 000_a5055be445bd665f.txt:") == 1  # one label for the file's passages
+    assert prompt.count("\n[1] ") == 1 and f"\n[{len(shown)}] " in prompt
 
 
 def test_a_corpus_too_big_for_the_prompt_is_retrieved_or_named(make_rag):

@@ -28,7 +28,7 @@ def copy_sentence(pattern: str):
     def reply(prompt: str) -> str:
         if "Standalone question:" in prompt:
             return "Standalone question: When did the U.S. withdrawal from Niger happen?\nextra line"
-        m = re.search(r"\[(\d+)\] \(from [^)]*\) .*?([^.\n]*" + pattern + r"[^.\n]*\.)", prompt, re.S)
+        m = re.search(r"\[(\d+)\] [^\[]*?([^.\n\[]*" + pattern + r"[^.\n]*\.)", prompt, re.S)
         return f"{m.group(2).strip()} [{m.group(1)}]" if m else REFUSAL
 
     return reply
