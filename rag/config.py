@@ -50,13 +50,16 @@ class Settings:
     # Quality switches (issue 5); defaults are the best measured configuration (docs/evaluation.md).
     retrieval: str = "hybrid"  # hybrid (dense fused with BM25) | dense; measured in docs/evaluation.md
     # auto: the whole corpus in the prompt when it has at most corpus_max_words words (its KV cache is
-    # then reused question after question), else retrieved chunks | corpus | chunk | sentences
+    # then reused question after question), else the retrieved passages narrowed to the sentences near
+    # the question (as `sentences`) | corpus | chunk | sentences
     context: str = "auto"
     corpus_max_words: int = 1500
     context_words: int = 60  # per passage, when context = sentences
     answer_style: str = "sentence"  # sentence | short (just the answering words, cited)
     support: str = "lexical"  # lexical | embedding (also accept close paraphrases; rag/citations.py)
-    passage_order: str = "best_first"  # best_first | best_last (the top passage next to the question) | document
+    # document: retrieved passages in the order of their files (stable, so consecutive prompts share
+    # more of their prefix) | best_first | best_last (the top passage next to the question)
+    passage_order: str = "document"
     # Refusal from the model's own probability of starting its reply with the refusal: refuse when it
     # reaches this, even if the greedy reply was an answer (1 = only the greedy reply decides).
     refusal_prob: float = 1.0

@@ -51,7 +51,9 @@ class RAG:
             self.retriever = RewritingRetriever(self.retriever, self._hyde, store, embedder)
         if settings.diversity > 0:
             self.retriever = DiverseRetriever(self.retriever, store, embedder, settings.diversity)
-        self.selector = SentenceSelector(embedder, settings.context_words) if settings.context == "sentences" else None
+        # auto: a corpus too big for the prompt gets tight passages (the sentences near the question)
+        self.selector = (SentenceSelector(embedder, settings.context_words)
+                         if settings.context in ("sentences", "auto") else None)
         self.corpus = (WholeCorpus(store, embedder, settings.corpus_max_words)
                        if settings.context in ("auto", "corpus") else None)
         self.semantic = SemanticSupport(embedder) if settings.support == "embedding" else None

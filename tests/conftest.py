@@ -16,8 +16,10 @@ SEED_ARTICLE = SEEDS_DIR / "000_a5055be445bd665f.txt"
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    # Retrieval mode: most unit tests are about ranked passages; tests of the whole-corpus context set it.
-    return Settings(index_dir=tmp_path / "index", min_score=0.1, cache_dir=tmp_path / "cache", context="chunk")
+    # Retrieval mode, best passage as [1]: most unit tests are about ranked passages; tests of the
+    # whole-corpus context and of passage order set their own.
+    return Settings(index_dir=tmp_path / "index", min_score=0.1, cache_dir=tmp_path / "cache", context="chunk",
+                    passage_order="best_first")
 
 
 @pytest.fixture

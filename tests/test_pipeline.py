@@ -216,6 +216,10 @@ def test_a_corpus_too_big_for_the_prompt_is_retrieved_or_named(make_rag):
     rag.add([SEED_ARTICLE])
     ranked, shown = rag.context("How much did Washington spend?")
     assert len(ranked) <= rag.settings.top_k  # retrieval, not the whole corpus
+    # narrowed to the sentences near the question, shown in the order of the file
+    assert all(len(p.text.split()) <= max(rag.settings.context_words, len(p.chunk.text.split())) for p in ranked)
+    assert any(p.text != p.chunk.text for p in ranked)
+    assert [p.start for p in shown] == sorted(p.start for p in shown)
     strict = make_rag(context="corpus", corpus_max_words=50)
     strict.add([SEED_ARTICLE])
     with pytest.raises(ConfigError, match="corpus_max_words=50"):
