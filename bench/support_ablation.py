@@ -32,6 +32,9 @@ RULES = {
     "whole>=0.5": SupportRules(whole_share=0.5),
     "names-cited": SupportRules(question_names="cited"),
     "whole>=0.5+names-cited": SupportRules(whole_share=0.5, question_names="cited"),
+    "whole-enough 0.75": SupportRules(whole_enough=0.75),
+    "whole-enough 0.8": SupportRules(whole_enough=0.8),
+    "names-cited+whole-enough 0.75": SupportRules(question_names="cited", whole_enough=0.75),
 }
 RETRY_MARK = "\n[asked again without the refusal] "
 
@@ -74,7 +77,9 @@ def main() -> int:
     parser.add_argument("--index", type=Path, required=True, help="the index the run used")
     args = parser.parse_args()
     report = json.loads(args.report.read_text(encoding="utf-8"))
-    config = {k: v for k, v in report["config"].items() if k in ("context", "corpus_max_words", "top_k", "retrieval")}
+    keys = ("context", "corpus_max_words", "top_k", "retrieval", "passage_order", "context_words", "diversity",
+            "query_rewrite", "embed_backend")
+    config = {k: v for k, v in report["config"].items() if k in keys}
     rag = RAG.open(settings=Settings.load(index_dir=args.index, **config))
     base = None
     print("| rules | contains | refusal recall | false refusals | citation precision | vs current (B only / A only, p) |")

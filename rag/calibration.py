@@ -250,5 +250,5 @@ def cross_validate_gates(reports: dict[str, dict[str, Any]], folds: int = 5, see
     everything = [[i for part in ps for i in part] for ps in parts.values()]
     final = max(grid, key=lambda g: (_objective(everything, g), -g.min_score, g.refusal_prob, -g.retry_below))
     return {"held_out": results, "fold_gates": [asdict(g) for g in chosen], "chosen": asdict(final),
-            "chosen_metrics": {name: {k: round(v, 4) for k, v in gate_metrics(items, final).items()}
+            "chosen_metrics": {name: {k: (None if v != v else round(v, 4)) for k, v in gate_metrics(items, final).items()}
                                for name, items in zip(parts, everything)}}

@@ -61,8 +61,9 @@ class Settings:
     # more of their prefix) | best_first | best_last (the top passage next to the question)
     passage_order: str = "document"
     # Refusal from the model's own probability of starting its reply with the refusal: refuse when it
-    # reaches this, even if the greedy reply was an answer (1 = only the greedy reply decides).
-    refusal_prob: float = 1.0
+    # reaches this, even if the greedy reply was an answer (1 = only the greedy reply decides). 0.4 is
+    # what `rag eval --calibrate` chose over the seed, SQuAD and COVID runs (docs/evaluation.md).
+    refusal_prob: float = 0.4
     # When the model refuses with a probability below this, ask again with the refusal banned and keep
     # that answer if the support check backs it (0 = never; rag/answering.py).
     retry_below: float = 0.0

@@ -49,12 +49,10 @@ def test_contradicting_name_is_not_supported():
 
 def test_words_echoed_from_the_question_prove_nothing():
     q = "What was the deadline for all US troops to be out of Niger?"
-    ps = passages("A joint statement issued in May set September 15, 2024 as the date by which all U.S. troops would be gone.",
-                  "The United States kept drones in Niger.")
+    ps = passages("A joint statement issued in May set September 15, 2024 as the date by which all U.S. troops "
+                  "would be gone from Niger.", "The United States kept drones in Niger.")
     _, sents = attribute("The deadline for all US troops to be out of Niger was September 15, 2024 [1].", ps, q)
-    # "deadline" comes from the question, the date from the passage, and "Niger" (the question's) from
-    # another passage the model was shown: the cited one says "the date", the corpus names the country
-    assert sents[0].supported and sents[0].citations == (1,)
+    assert sents[0].supported and sents[0].citations == (1,)  # "deadline" is the question's, the date new
     _, sents = attribute("The deadline for all US troops to be out of Niger was October 1, 2024 [1].", ps, q)
     assert not sents[0].supported
     _, sents = attribute("Paris.", PS, "What is the capital of France?")
@@ -184,4 +182,29 @@ def test_people_of_a_place_match_the_place_but_another_country_does_not():
     _, sents = attribute("The Russian instructors arrived last week, according to RTN.", ps, q)
     assert sents[0].supported and sents[0].citations == (1,)
     _, sents = attribute("The Nigerian army received 100 instructors [1].", ps, "Who received instructors?")
+    assert not sents[0].supported
+
+
+def test_a_name_from_the_question_must_be_in_the_cited_passage_unless_the_rules_allow_what_was_shown():
+    from rag.citations import SupportRules
+
+    q = "When did the State Department declare the takeover in Niger a coup?"
+    sentence = "The State Department declared the takeover in Niger a coup in October [1]."
+    _, sents = attribute(sentence, SEED, q)  # passage 1 says "the country"; Niger is in passage 2
+    assert sents[0].supported and sents[0].citations == (1, 2)  # so both are cited
+    _, sents = attribute(sentence, SEED, q, SupportRules(question_names="shown"))
+    assert sents[0].supported and sents[0].citations == (1,)
+
+
+def test_one_missing_word_among_few_new_ones_is_forgiven_when_nearly_all_words_are_there():
+    from rag.citations import SupportRules
+
+    ps = passages("This is a major setback for U.S. efforts in the Sahel, where just six years ago Washington spent "
+                  "$110 million to establish a base in northern Niger for flying surveillance drones.")
+    q = "In which part of Niger did the US build its drone base?"
+    _, sents = attribute("The US built its drone base in northern Niger.", ps, q)
+    assert sents[0].supported  # "built" is not "establish", but every other word is in the passage
+    _, sents = attribute("The US built its drone base in northern Niger.", ps, q, SupportRules(whole_enough=2.0))
+    assert not sents[0].supported
+    _, sents = attribute("The US built its drone base in southern Niger.", ps, q)
     assert not sents[0].supported
