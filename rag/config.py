@@ -65,8 +65,10 @@ class Settings:
     # what `rag eval --calibrate` chose over the seed, SQuAD and COVID runs (docs/evaluation.md).
     refusal_prob: float = 0.4
     # When the model refuses with a probability below this, ask again with the refusal banned and keep
-    # that answer if the support check backs it (0 = never; rag/answering.py).
-    retry_below: float = 0.0
+    # that answer if the support check backs it (0 = never; rag/answering.py). 0.35: the seed's own
+    # acceptance question is refused at p = 0.27 on a freshly evaluated prompt; on the three test sets
+    # the retry at 0.35 is neutral (3 right only with it, 4 only without; docs/evaluation.md).
+    retry_below: float = 0.35
     query_rewrite: str = "off"  # off | hyde (search with a hypothetical answer; one more LLM call)
     diversity: float = 0.0  # MMR weight against near-duplicate passages; 0 = off (rag/retrieval.py)
     cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rag")

@@ -150,8 +150,12 @@ class IndexStore:
             records = json.loads((directory / f"records.{gen}.json").read_text(encoding="utf-8"))
         except (OSError, RuntimeError, ValueError) as exc:
             raise StoreError(f"index files of generation {gen} in {directory} are missing or corrupt: {exc}") from exc
-        docs = {d["id"]: DocRecord(**d) for d in records["documents"]}
-        chunks = {c["id"]: Chunk(**c) for c in records["chunks"]}
+        try:
+            docs = {d["id"]: DocRecord(**d) for d in records["documents"]}
+            chunks = {c["id"]: Chunk(**c) for c in records["chunks"]}
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise StoreError(f"index records of generation {gen} in {directory} are corrupt "
+                             f"({type(exc).__name__}: {exc}); rebuild: rag ingest PATH --index NEWDIR") from exc
         try:
             index_kind(index)
         except StoreError as exc:
@@ -240,7 +244,16 @@ class IndexStore:
 
     # -- persistence --------------------------------------------------------------------------
     def save(self) -> None:
-        """Write a new generation, then switch the manifest to it atomically."""
+        """Write a new generation, then switch the manifest to it atomically. A write that fails (disk
+        full, read-only folder) leaves the previous generation in force and raises StoreError."""
+        try:
+            self._save()
+        except OSError as exc:
+            raise StoreError(f"could not save the index in {self.directory}: "
+                             f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}; "
+                             "the index on disk is unchanged since its last save") from exc
+
+    def _save(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.fit_index()
         gen = self.manifest.generation + 1

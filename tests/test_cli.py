@@ -58,4 +58,37 @@ def test_bad_setting_names_the_valid_choices(monkeypatch, capsys):
     monkeypatch.setenv("RAG_TOP_K", "3")
     monkeypatch.setenv("RAG_MODEL", "gpt-17")
     assert cli.main(["list"]) == cli.EXIT_ERROR
-    assert "qwen2.5-0.5b" in capsys.readouterr().err
+    assert "qwen2.5-1.5b" in capsys.readouterr().err
+
+
+def test_a_failed_save_is_one_line_and_the_index_keeps_its_last_state(fake_open, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from rag import store
+
+    assert cli.main(["ingest", str(SEED_ARTICLE), "--index", str(fake_open)]) == 0
+    capsys.readouterr()
+    note = tmp_path / "note.txt"
+    note.write_text("The bridge opened in 1999.")
+
+    def disk_full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    with monkeypatch.context() as m:
+        m.setattr(store, "_write_atomic", disk_full)
+        assert cli.main(["ingest", str(note), "--index", str(fake_open)]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("error: could not save the index") and "No space left on device" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert cli.main(["list", "--index", str(fake_open)]) == 0
+    assert "1 document(s)" in capsys.readouterr().out  # the seed article, as last saved
+
+
+def test_corrupt_records_are_one_line_with_the_way_out(fake_open, capsys):
+    assert cli.main(["ingest", str(SEED_ARTICLE), "--index", str(fake_open)]) == 0
+    capsys.readouterr()
+    records = next(fake_open.glob("records.*.json"))
+    records.write_text('{"documents": [{"oops": 1}], "chunks": []}')
+    assert cli.main(["list", "--index", str(fake_open)]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "corrupt" in err and "rag ingest PATH --index NEWDIR" in err and len(err.strip().splitlines()) == 1

@@ -86,7 +86,7 @@ def test_crash_while_writing_a_file_leaves_no_partial_file(tmp_path, monkeypatch
         raise OSError("disk full")
 
     monkeypatch.setattr(store_mod.os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(StoreError, match="could not save the index .*unchanged since its last save"):
         s.save()
     monkeypatch.undo()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
