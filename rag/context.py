@@ -58,13 +58,18 @@ def _words(p: Passage, span) -> int:
 
 
 class WholeCorpus:
-    """A corpus small enough for the prompt, shown whole: every document as numbered passages of a
-    few sentences, in a fixed order (by source, then position).
+    """A corpus small enough for the prompt, shown whole: every relevant document as numbered passages
+    of a few sentences, in a fixed order (by source, then position).
 
-    The prompt then starts with the same long prefix for every question, so llama.cpp evaluates the
-    corpus once and reuses its KV cache: later questions cost only their own tokens before the first
-    word. Each passage is scored against the question (cosine, like retrieval) for the refusal gate
-    and for reporting; the prompt keeps the fixed order whatever the scores."""
+    The prompt then starts with the same long prefix for every question about the same documents, so
+    llama.cpp evaluates them once and reuses its KV cache: later questions cost only their own tokens
+    before the first word. Each passage is scored against the question (cosine, like retrieval) for
+    the refusal gate and for reporting; the prompt keeps the fixed order whatever the scores.
+
+    A document none of whose passages reaches `min_score` (the retrieval gate) is left out of the
+    prompt, as retrieval would leave it out. Measured reason: with two unrelated uploads beside the
+    seed article, the 1.5B model refused a question answered plainly in the article (refusal
+    probability 0.27 -> 0.41); see docs/evaluation.md, "Unrelated documents beside the corpus"."""
 
     def __init__(self, store: IndexStore, embedder: Embedder, max_words: int, passage_words: int = 50) -> None:
         self.store = store
@@ -120,11 +125,14 @@ class WholeCorpus:
         self._refresh()
         return bool(self._passages)
 
-    def passages(self, question: str) -> list[Passage]:
-        """Every passage in the fixed prompt order, each scored against the question."""
+    def passages(self, question: str, min_score: float = 0.0) -> list[Passage]:
+        """The passages of every document with one reaching `min_score`, in the fixed prompt order,
+        each scored against the question. If no document has one, all of them: the gate refuses then."""
         self._refresh()
         if not self._passages:
             return []
         scores = self._vectors @ self.embedder.embed([question])[0]
-        return [Passage(chunk=p.chunk, score=float(s), text=p.text, start=p.start, end=p.end)
-                for p, s in zip(self._passages, scores)]
+        scored = [Passage(chunk=p.chunk, score=float(s), text=p.text, start=p.start, end=p.end)
+                  for p, s in zip(self._passages, scores)]
+        relevant = {p.chunk.doc_id for p in scored if p.score >= min_score}
+        return [p for p in scored if p.chunk.doc_id in relevant] or scored

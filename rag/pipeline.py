@@ -184,7 +184,7 @@ class RAG:
             with self._write_lock:
                 fits = self.corpus.fits()
                 if fits:
-                    shown = self.corpus.passages(question)
+                    shown = self.corpus.passages(question, self.settings.min_score)
                     return sorted(shown, key=lambda p: -p.score), shown
             if self.settings.context == "corpus":
                 raise ConfigError(f"context=corpus, but the corpus has {self.corpus.words:,} words, more than "

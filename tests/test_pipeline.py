@@ -1,5 +1,6 @@
 """The whole flow with fakes: ingest, ask, cite, refuse, bad input. Fast and offline."""
 import re
+from pathlib import Path
 
 import pytest
 
@@ -209,6 +210,24 @@ def test_a_small_corpus_is_shown_whole_in_document_order_with_exact_spans(make_r
     prompt = rag.llm.prompts[0]
     assert prompt.count("From 000_a5055be445bd665f.txt:") == 1  # one label for the file's passages
     assert prompt.count("\n[1] ") == 1 and f"\n[{len(shown)}] " in prompt
+
+
+def test_the_whole_corpus_leaves_out_documents_with_nothing_relevant(make_rag, tmp_path):
+    lighthouse = tmp_path / "lighthouse.md"
+    lighthouse.write_text("The keeper painted the lighthouse tower red and white every spring.\n", encoding="utf-8")
+    rag = make_rag(answer_from_passage, context="auto", min_score=0.3)
+    rag.add([SEED_ARTICLE, lighthouse])
+    names = lambda passages: {Path(p.chunk.source).name for p in passages}  # noqa: E731
+    ranked, shown = rag.context("How much did Washington spend to establish the base in northern Niger?")
+    assert names(shown) == {SEED_ARTICLE.name} and ranked[0].score >= 0.3
+    ranked, shown = rag.context("keeper painted lighthouse tower red white spring")
+    assert names(shown) == {"lighthouse.md"} and ranked[0].score >= 0.3
+    # Nothing reaches the gate anywhere: every document stays listed, and the gate refuses unasked.
+    question = "zebra quantum xylophone"
+    ranked, shown = rag.context(question)
+    assert names(shown) == {SEED_ARTICLE.name, "lighthouse.md"} and ranked[0].score < 0.3
+    calls = len(rag.llm.prompts)
+    assert rag.ask(question).abstained and len(rag.llm.prompts) == calls
 
 
 def test_a_corpus_too_big_for_the_prompt_is_retrieved_or_named(make_rag):
