@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="TOML config file (default: $RAG_CONFIG or ./rag.toml)")
     args = parser.parse_args(argv)
 
-    from rag.cli import main as rag_main
+    from rag.app.cli import main as rag_main
 
     cli_argv = (["--config", args.config] if args.config else []) + ["serve", "--host", args.host, "--port", str(args.port)]
     if args.index:

@@ -3,7 +3,7 @@
     python bench/ablation_table.py 0.30 docs/ablations/seed-C-hybrid-chunk-sentence.json docs/ablations/seed-*.json
 
 The first report is the default configuration. Each run made with `RAG_MIN_SCORE=0` is rescored at the
-gate (rag.calibration.rescore, as `rag eval --rescore` does). The last column counts the items right
+gate (rag.calibration.rescore, as `rag eval rescore` does). The last column counts the items right
 only in that run and only in the default run ("right": a right answer, or a refusal where one is due,
 after the gate) and gives the exact two-sided sign test over them.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rag.calibration import gated, rescore  # noqa: E402
-from rag.metrics import sign_test  # noqa: E402
+from rag.evaluation.calibration import gated, rescore  # noqa: E402
+from rag.evaluation.metrics import sign_test  # noqa: E402
 
 KEYS = ["contains", "f1", "refusal_recall", "false_refusal_rate", "citation_precision", "citation_recall",
         "hit_at_k", "mrr", "ttft_p50_s"]

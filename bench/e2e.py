@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rag.config import SEEDS_DIR, Settings  # noqa: E402
-from rag.llm import REGISTRY, describe_models  # noqa: E402
+from rag.evaluation.testsets import load_testset  # noqa: E402
+from rag.models.bundled import REGISTRY, describe_models  # noqa: E402
 from rag.pipeline import RAG  # noqa: E402
-from rag.testsets import load_testset  # noqa: E402
 from rag.types import Answer  # noqa: E402
 
 

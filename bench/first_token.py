@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from rag.config import DEFAULT_MODEL, SEEDS_DIR, Settings  # noqa: E402
+from rag.evaluation.testsets import load_testset  # noqa: E402
 from rag.pipeline import RAG  # noqa: E402
-from rag.testsets import load_testset  # noqa: E402
 
 
 def measure(model: str, context: str, questions: list[str]) -> dict:

@@ -1,4 +1,4 @@
-"""Generation speed: each bundled model through the project's own path (`rag.llm.build_llm` ->
+"""Generation speed: each bundled model through the project's own path (`rag.models.llm.build_llm` ->
 llama-index `LlamaCPP.stream_chat` with the model's chat template, exactly what `RAG.ask` calls)
 against raw llama-cpp-python (`Llama.create_completion(stream=True)` on the same prompt string) with
 the same GGUF file, context size, batch size and threads, in the same run.
@@ -38,11 +38,12 @@ from _common import emit, load_average, log, machine, table  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rag.answering import Answerer  # noqa: E402
+from rag.answer.answerer import Answerer  # noqa: E402
 from rag.config import SEEDS_DIR, Settings  # noqa: E402
-from rag.llm import LLAMA_N_BATCH, REGISTRY, describe_models, loading_llama, model_path  # noqa: E402
+from rag.evaluation.testsets import load_testset  # noqa: E402
+from rag.models.bundled import REGISTRY, describe_models, model_path  # noqa: E402
+from rag.models.llm import LLAMA_N_BATCH, loading_llama  # noqa: E402
 from rag.pipeline import RAG  # noqa: E402
-from rag.testsets import load_testset  # noqa: E402
 
 
 def prompts_for(rag: RAG, questions: list[str]) -> list[list]:

@@ -19,7 +19,6 @@ Also, each optional:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -59,7 +58,7 @@ def vocabulary() -> list[str]:
 
 def make_corpus(directory: Path, target_chunks: int, chunk_size: int, chunk_overlap: int, seed: int = 0) -> int:
     """Writes .txt and .md files until the chunker would cut at least `target_chunks` chunks."""
-    from rag.chunking import SentenceChunker
+    from rag.ingest.chunking import SentenceChunker
     from rag.types import Document
 
     rng = np.random.default_rng(seed)
@@ -120,7 +119,7 @@ class Stages:
 @contextmanager
 def staged(rag, stages: Stages):
     """Times each stage of RAG.add by wrapping the functions it calls (instance attributes only)."""
-    from rag import loading
+    from rag.ingest import loading
 
     real_load, real_discover = loading.load, loading.discover
     loading.load = stages.wrap("load files", real_load)
@@ -208,7 +207,7 @@ def run_llama_index(corpus: Path, matched_tokens: int | None) -> dict:
 def run_onnx(embedder, texts: list[str], cache: Path, threads: int) -> dict:
     """The product's own ONNX backend (rag.embedding.OnnxEmbedder, fp32 and int8) against
     sentence-transformers on torch, same texts, batch size and threads."""
-    from rag.embedding import OnnxEmbedder
+    from rag.models.embedding import OnnxEmbedder
 
     out = {}
     t = time.perf_counter()
@@ -242,7 +241,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from rag.config import Settings
-    from rag.embedding import SentenceTransformerEmbedder
+    from rag.models.embedding import SentenceTransformerEmbedder
 
     started = time.time()
     load_before = load_average()

@@ -1,9 +1,9 @@
 """Paired sign test of two runs, each scored under given refusal gates.
 
-`rag eval --compare` pairs two runs as they were made. A calibration run (made with every gate open:
+`rag eval compare` pairs two runs as they were made. A calibration run (made with every gate open:
 RAG_MIN_SCORE=0 RAG_REFUSAL_PROB=1 RAG_RETRY_BELOW=1) can stand for any setting of the gates, so this
 pairs two runs item by item after deciding each item under the gates given for it
-(`rag.calibration.decided`), and prints the metrics of both and the exact two-sided sign test over the
+(`rag.evaluation.calibration.decided`), and prints the metrics of both and the exact two-sided sign test over the
 items right in only one of them.
 
     python bench/paired.py OLD.json NEW.json --gates-a 0.30 1 1 --gates-b 0.30 1 0
@@ -18,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rag.calibration import Gates, decided, gate_metrics  # noqa: E402
-from rag.metrics import sign_test  # noqa: E402
+from rag.evaluation.calibration import Gates, decided, gate_metrics  # noqa: E402
+from rag.evaluation.metrics import sign_test  # noqa: E402
 
 
 def main() -> int:

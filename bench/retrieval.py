@@ -3,7 +3,7 @@
 A full `rag eval` run asks the model every question (minutes to an hour); retrieval alone takes
 seconds, so this is where retrieval settings (dense/hybrid, MMR diversity, top-k) are swept before
 the chosen ones get a full run. Matching is the one `rag eval` uses: a passage is a hit when it holds
-a gold answer or evidence string (`rag.metrics.text_contains`). Only answerable items count.
+a gold answer or evidence string (`rag.evaluation.metrics.text_contains`). Only answerable items count.
 
 JSON: {"rows": [{"config", "hit_at_k", "mrr", "retrieve_p50_ms", "items"}], "testset", "index"}
 
@@ -29,13 +29,13 @@ from _common import emit, load_average, log, machine, table  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rag import metrics as M  # noqa: E402
 from rag.config import Settings  # noqa: E402
-from rag.embedding import build_embedder  # noqa: E402
-from rag.evaluation import sample_items  # noqa: E402
+from rag.evaluation import metrics as M  # noqa: E402
+from rag.evaluation.runner import sample_items  # noqa: E402
+from rag.evaluation.testsets import load_testset  # noqa: E402
+from rag.models.embedding import build_embedder  # noqa: E402
 from rag.pipeline import RAG  # noqa: E402
-from rag.store import IndexStore  # noqa: E402
-from rag.testsets import load_testset  # noqa: E402
+from rag.store.faiss_index import IndexStore  # noqa: E402
 
 
 def parse_config(spec: str) -> dict[str, object]:

@@ -1,6 +1,6 @@
 """Search at scale: p50/p95 single-query latency, recall@10 against exact search, and memory per
 vector for flat, HNSW and IVF (flat, SQ8, PQ) FAISS indexes at 10k, 100k and 1M vectors, plus the
-real `rag.store.IndexStore` (automatic index type) built, saved and reopened at each size.
+real `rag.store.faiss_index.IndexStore` (automatic index type) built, saved and reopened at each size.
 
 Vectors are synthetic, 384-dimensional and normalised like MiniLM's, drawn from a mixture of
 anisotropic Gaussian clusters (uneven sizes; each cluster spread over its own 24-dimensional
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -88,7 +87,7 @@ def timed_queries(search, queries: np.ndarray) -> tuple[float, float]:
 def run_family(family: str, data: Path, latency_queries: int, threads: int) -> list[dict]:
     import faiss
 
-    from rag import store as st
+    from rag.store import faiss_index as st
 
     faiss.omp_set_num_threads(threads)
     x = np.load(data / "x.npy")
@@ -186,7 +185,7 @@ def run_family(family: str, data: Path, latency_queries: int, threads: int) -> l
 
 def run_store(x: np.ndarray, q: np.ndarray, truth: np.ndarray, lat_q: np.ndarray, data: Path) -> dict:
     """The real store: add as documents of 1,000 chunks, save (picks and builds the index), reopen."""
-    from rag.store import IndexStore
+    from rag.store.faiss_index import IndexStore
     from rag.types import Chunk
 
     n = len(x)
@@ -208,7 +207,7 @@ def run_store(x: np.ndarray, q: np.ndarray, truth: np.ndarray, lat_q: np.ndarray
     if kind == "ivf":
         params = f"nlist={store.index.nlist} nprobe={store.index.nprobe}"
     elif kind == "hnsw":
-        from rag.store import HNSW_EF_SEARCH, HNSW_M
+        from rag.store.faiss_index import HNSW_EF_SEARCH, HNSW_M
         params = f"M={HNSW_M} ef={HNSW_EF_SEARCH}"
     del store
     t = time.perf_counter()
@@ -226,7 +225,7 @@ def run_store(x: np.ndarray, q: np.ndarray, truth: np.ndarray, lat_q: np.ndarray
 
 # -- query embedding ----------------------------------------------------------------------------
 def query_embedding(count: int) -> dict:
-    from rag.embedding import SentenceTransformerEmbedder
+    from rag.models.embedding import SentenceTransformerEmbedder
 
     embedder = SentenceTransformerEmbedder()
     topics = ["the withdrawal of troops", "the 2023 budget", "solar panel efficiency", "the treaty of Paris",
@@ -304,7 +303,7 @@ def main() -> None:
                    r["recall_at_10"], r["bytes_per_vector"], r["build_s"], r["peak_rss_mb"]] for r in rows])
     if embed:
         text += f"\n\nquery embedding (MiniLM, one question): p50 {embed['p50_ms']:.1f} ms, p95 {embed['p95_ms']:.1f} ms"
-    text += "\n\n* = the setting rag/store.py uses."
+    text += "\n\n* = the setting rag/store/faiss_index.py uses."
     emit(text, result, args.json, load_before)
 
 

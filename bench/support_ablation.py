@@ -21,10 +21,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rag import metrics as M  # noqa: E402
-from rag.answering import is_refusal  # noqa: E402
-from rag.citations import SupportRules, attribute, strip_markers  # noqa: E402
+from rag.answer.answerer import is_refusal  # noqa: E402
+from rag.answer.citations import SupportRules, attribute, strip_markers  # noqa: E402
 from rag.config import Settings  # noqa: E402
+from rag.evaluation import metrics as M  # noqa: E402
 from rag.pipeline import RAG  # noqa: E402
 
 RULES = {

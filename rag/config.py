@@ -62,7 +62,7 @@ class Settings:
     passage_order: str = "document"
     # Refusal from the model's own probability of starting its reply with the refusal: refuse when it
     # reaches this, even if the greedy reply was an answer (1 = only the greedy reply decides). 0.4 is
-    # what `rag eval --calibrate` chose over the seed, SQuAD and COVID runs (docs/evaluation.md).
+    # what `rag eval calibrate` chose over the seed, SQuAD and COVID runs (docs/evaluation.md).
     refusal_prob: float = 0.4
     # When the model refuses with a probability below this, ask again with the refusal banned and keep
     # that answer if the support check backs it (0 = never; rag/answering.py). 0.35: the seed's own

@@ -15,19 +15,32 @@ from pathlib import Path
 
 from llama_index.core.llms import LLM
 
-from rag import loading
-from rag.answering import REFUSAL, Answerer
-from rag.chunking import SentenceChunker
-from rag.citations import SemanticSupport
-from rag.conversation import QuestionCondenser, Turn
+from rag.answer.answerer import REFUSAL, Answerer
+from rag.answer.citations import SemanticSupport
+from rag.answer.context import SentenceSelector, WholeCorpus
+from rag.answer.query_rewriting import HydeRewriter, QuestionCondenser, Turn
+from rag.answer.retrieval import (
+    DenseRetriever,
+    DiverseRetriever,
+    HybridRetriever,
+    Retriever,
+    RewritingRetriever,
+)
 from rag.config import DEFAULT_INDEX_DIR, SEEDS_DIR, Settings
-from rag.embedding import Embedder, build_embedder
 from rag.errors import ConfigError, InputError, LoadError
-from rag.context import SentenceSelector, WholeCorpus
-from rag.retrieval import DenseRetriever, DiverseRetriever, HybridRetriever, Retriever, RewritingRetriever
-from rag.rewriting import HydeRewriter
-from rag.store import IndexStore
-from rag.types import Answer, Chunk, Document, DocumentInfo, FileFailure, IngestReport, Passage
+from rag.ingest import loading
+from rag.ingest.chunking import SentenceChunker
+from rag.models.embedding import Embedder, build_embedder
+from rag.store.faiss_index import IndexStore
+from rag.types import (
+    Answer,
+    Chunk,
+    Document,
+    DocumentInfo,
+    FileFailure,
+    IngestReport,
+    Passage,
+)
 
 # Saved llama.cpp prompt states (rag/llama_state.PromptCache), inside the index directory.
 PROMPT_STATE_DIR = "llama-state"
@@ -147,7 +160,9 @@ class RAG:
     def llm(self) -> LLM:
         with self._load_lock:  # two first questions at once must not load the model twice
             if self._llm is None:
-                from rag.llm import build_llm  # loading a model takes seconds; only when first asked
+                from rag.models.llm import (
+                    build_llm,  # loading a model takes seconds; only when first asked
+                )
 
                 self._llm = build_llm(self.settings)
             return self._llm
@@ -222,7 +237,7 @@ class RAG:
     def _probe(self, llm: LLM):
         """The llama.cpp helpers of the current LLM (None for servers and fakes), made once per LLM."""
         if self._probe_for is not llm:
-            from rag.llama_state import prompt_cache_for, refusal_probe_for
+            from rag.models.llama_state import prompt_cache_for, refusal_probe_for
 
             self._probe_for = llm
             self._probe_obj = refusal_probe_for(llm, REFUSAL)

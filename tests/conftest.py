@@ -35,7 +35,7 @@ def make_rag(settings: Settings):
 
 @pytest.fixture(scope="session")
 def real_embedder():
-    from rag.embedding import SentenceTransformerEmbedder
+    from rag.models.embedding import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder()
 

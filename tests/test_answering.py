@@ -1,7 +1,7 @@
 """The Answerer's refusal decisions and its hooks into the model's state, with fakes."""
 from contextlib import contextmanager
 
-from rag.answering import REFUSAL, Answerer, is_refusal
+from rag.answer.answerer import REFUSAL, Answerer, is_refusal
 from rag.testing import FakeLLM
 from rag.types import Chunk, Passage
 

@@ -1,10 +1,10 @@
 """The min_score trade-off computed from one run's items: hand-made reports, no model."""
 import pytest
 
-from rag import calibration as C
 from rag.errors import InputError
-from rag.evaluation import sample_items
-from rag.testsets import TestItem
+from rag.evaluation import calibration as C
+from rag.evaluation.runner import sample_items
+from rag.evaluation.testsets import TestItem
 
 
 def item(must_refuse, best, abstained=False, contains=None):
@@ -71,11 +71,11 @@ def test_sample_is_fixed_and_in_file_order():
 def test_cli_refusal_curve_writes_table_and_plot(tmp_path, capsys):
     import json
 
-    from rag.cli import main
+    from rag.app.cli import main
 
     path = tmp_path / "squad-min0.json"
     path.write_text(json.dumps({**REPORT, "metrics": {}}))
-    assert main(["eval", "--refusal-curve", str(path), "--report", str(tmp_path / "curve.md")]) == 0
+    assert main(["eval", "curve", str(path), "--report", str(tmp_path / "curve.md")]) == 0
     out = capsys.readouterr().out
     assert "Chosen on squad-min0" in out and "(chosen)" in out
     assert (tmp_path / "curve.png").stat().st_size > 1000
@@ -141,7 +141,7 @@ CAL_CONFIG = {"min_score": 0.0, "refusal_prob": 1.0, "retry_below": 1.0}
 
 
 def test_decided_applies_each_gate_from_the_recorded_signals():
-    from rag.calibration import Gates, decided
+    from rag.evaluation.calibration import Gates, decided
 
     answered = _item(1, False, False, 1.0, 0.5, 0.3)
     assert decided(answered, Gates(0.0, 1.0, 1.0)) == (False, True)
@@ -155,7 +155,7 @@ def test_decided_applies_each_gate_from_the_recorded_signals():
 
 
 def test_gates_are_chosen_with_held_out_folds_on_every_set():
-    from rag.calibration import cross_validate_gates
+    from rag.evaluation.calibration import cross_validate_gates
 
     # In both sets unanswerable items score low and answerable ones high: a gate near 0.3 separates them.
     def report(n):
@@ -171,7 +171,7 @@ def test_gates_are_chosen_with_held_out_folds_on_every_set():
 
 
 def test_calibration_needs_runs_that_recorded_every_signal():
-    from rag.calibration import cross_validate_gates
+    from rag.evaluation.calibration import cross_validate_gates
 
     with pytest.raises(InputError, match="RAG_MIN_SCORE=0"):
         cross_validate_gates({"a": {"config": {"min_score": 0.3}, "items": []}})

@@ -1,4 +1,4 @@
-from rag.chunking import SentenceChunker, split_sentences
+from rag.ingest.chunking import SentenceChunker, split_sentences
 from rag.types import Document
 
 

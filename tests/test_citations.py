@@ -1,4 +1,4 @@
-from rag.citations import attribute, parse_markers, strip_markers, support
+from rag.answer.citations import attribute, parse_markers, strip_markers, support
 from rag.types import Chunk, Passage
 
 
@@ -81,7 +81,7 @@ class SynonymEmbedder:
 
 
 def test_semantic_support_accepts_a_paraphrase_but_never_a_wrong_number():
-    from rag.citations import SemanticSupport
+    from rag.answer.citations import SemanticSupport
 
     semantic = SemanticSupport(SynonymEmbedder(), min_cosine=0.75)
     paraphrase = "France pulled out about 1,500 troops by late 2023 [2]."
@@ -95,7 +95,7 @@ def test_semantic_support_accepts_a_paraphrase_but_never_a_wrong_number():
 
 
 def test_semantic_support_embeds_each_passage_once():
-    from rag.citations import SemanticSupport
+    from rag.answer.citations import SemanticSupport
 
     class CountingEmbedder(SynonymEmbedder):
         def __init__(self):
@@ -186,7 +186,7 @@ def test_people_of_a_place_match_the_place_but_another_country_does_not():
 
 
 def test_a_name_from_the_question_must_be_in_the_cited_passage_unless_the_rules_allow_what_was_shown():
-    from rag.citations import SupportRules
+    from rag.answer.citations import SupportRules
 
     q = "When did the State Department declare the takeover in Niger a coup?"
     sentence = "The State Department declared the takeover in Niger a coup in October [1]."
@@ -197,7 +197,7 @@ def test_a_name_from_the_question_must_be_in_the_cited_passage_unless_the_rules_
 
 
 def test_one_missing_word_among_few_new_ones_is_forgiven_when_nearly_all_words_are_there():
-    from rag.citations import SupportRules
+    from rag.answer.citations import SupportRules
 
     ps = passages("This is a major setback for U.S. efforts in the Sahel, where just six years ago Washington spent "
                   "$110 million to establish a base in northern Niger for flying surveillance drones.")

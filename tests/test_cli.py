@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from rag import cli
+from rag.app import cli
 from rag.pipeline import RAG
 from rag.testing import FakeEmbedder, FakeLLM
 from tests.conftest import SEED_ARTICLE
@@ -64,7 +64,7 @@ def test_bad_setting_names_the_valid_choices(monkeypatch, capsys):
 def test_a_failed_save_is_one_line_and_the_index_keeps_its_last_state(fake_open, tmp_path, capsys, monkeypatch):
     import errno
 
-    from rag import store
+    from rag.store import faiss_index as store
 
     assert cli.main(["ingest", str(SEED_ARTICLE), "--index", str(fake_open)]) == 0
     capsys.readouterr()

@@ -1,4 +1,4 @@
-"""`rag eval` and `rag.evaluation.evaluate`: loaders, the seed test set, end-to-end runs with fakes,
+"""`rag eval` and `rag.evaluation.runner.evaluate`: loaders, the seed test set, end-to-end runs with fakes,
 Ctrl-C, comparison, and one integration run with the real default model."""
 from __future__ import annotations
 
@@ -11,23 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from rag.citations import content_words
-from rag.chunking import split_sentences
-from rag.config import SEEDS_DIR, Settings
+from rag.answer.citations import content_words
+from rag.app.eval_commands import run_cli
+from rag.config import SEEDS_DIR
 from rag.errors import InputError
-from rag.evaluation import (
+from rag.evaluation.report import Report, compare_reports
+from rag.evaluation.runner import evaluate
+from rag.evaluation.scoring import (
     COUNT_METRICS,
     LATENCY_METRICS,
     RATE_METRICS,
     ItemResult,
-    Report,
-    compare_reports,
-    evaluate,
-    run_cli,
 )
+from rag.evaluation.testsets import TestItem, TestSet, load_testset, parse_jsonl
+from rag.ingest.chunking import split_sentences
 from rag.pipeline import RAG
 from rag.testing import FakeEmbedder, FakeLLM
-from rag.testsets import TestItem, TestSet, load_testset, parse_jsonl
 from tests.conftest import SEED_ARTICLE
 
 SEED_TESTSET = SEEDS_DIR / "testset.jsonl"
@@ -62,6 +61,7 @@ def extractive(prompt: str) -> str:
 def cli_args(testset=None, **kw) -> argparse.Namespace:
     values = dict(testset=str(testset) if testset else None, docs=None, limit=None, json_out=None, report=None,
                   compare=None, index=None, model=None, top_k=None)
+    values["eval_command"] = "compare" if kw.get("compare") else "run"
     values.update(kw)
     return argparse.Namespace(**values)
 
@@ -302,7 +302,7 @@ def test_sigterm_also_keeps_a_partial_report_and_long_runs_checkpoint(settings, 
 
 
 def test_reports_with_no_or_one_item_still_render(tmp_path):
-    from rag.evaluation import compute_metrics
+    from rag.evaluation.scoring import compute_metrics
 
     empty = Report(metrics=compute_metrics([]), config={}, items=[], partial=True)
     paths = empty.write_markdown(tmp_path / "empty.md")
@@ -385,8 +385,23 @@ def test_compare_rejects_a_file_that_is_not_a_report(settings, tmp_path):
     bad.write_text("[1, 2]")
     with pytest.raises(InputError, match="not a rag eval JSON report"):
         run_cli(cli_args(compare=[bad, bad]), settings)
-    with pytest.raises(InputError, match="give a test set"):
-        run_cli(cli_args(), settings)
+
+
+def test_eval_subcommands_have_their_own_help_and_the_old_form_still_runs(capsys):
+    from rag.app.cli import main
+
+    for command in ("run", "compare", "rescore", "curve", "calibrate"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["eval", command, "--help"])
+        assert exit_.value.code == 0
+        assert f"usage: rag eval {command}" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval"])  # no subcommand: a usage error that names the choices
+    assert exit_.value.code == 2 and "run,compare,rescore,curve,calibrate" in capsys.readouterr().err
+    from rag.app.eval_commands import with_default_subcommand
+
+    assert with_default_subcommand(["eval", "t.jsonl", "--limit", "3"]) == ["eval", "run", "t.jsonl", "--limit", "3"]
+    assert with_default_subcommand(["--config", "x.toml", "eval", "compare", "a", "b"])[3] == "compare"
 
 
 def test_rag_eval_on_squad_indexes_its_contexts(settings, tmp_path, capsys):

@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from rag.answering import REFUSAL
+from rag.answer.answerer import REFUSAL
 from rag.errors import IndexMismatchError
-from rag.store import IndexStore
+from rag.store.faiss_index import IndexStore
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +70,7 @@ def test_index_built_with_minilm_refuses_another_model(real_rag):
 def test_cli_ask_json(real_rag, tmp_path):
     """The acceptance command, through the console entry point, on its own fresh index."""
     index = tmp_path / "cli-index"
-    run = lambda *args: subprocess.run([sys.executable, "-m", "rag.cli", *args], capture_output=True, text=True, timeout=900)
+    run = lambda *args: subprocess.run([sys.executable, "-m", "rag.app.cli", *args], capture_output=True, text=True, timeout=900)
     from rag.config import SEEDS_DIR
 
     ingest = run("ingest", str(SEEDS_DIR / "000_a5055be445bd665f.txt"), "--index", str(index))
@@ -113,7 +113,7 @@ def test_an_answer_sentence_with_a_wrong_number_is_flagged(real_rag, real_embedd
 
 def test_onnx_backend_matches_torch_and_int8_gets_its_own_index_stamp(real_embedder, tmp_path):
     pytest.importorskip("onnxruntime")
-    from rag.embedding import OnnxEmbedder
+    from rag.models.embedding import OnnxEmbedder
 
     texts = ["Washington spent about $110 million to establish the base in northern Niger.",
              "Who took power in Niger after the coup?", "short", "word " * 400]  # the last is truncated at 256
@@ -128,7 +128,7 @@ def test_onnx_backend_matches_torch_and_int8_gets_its_own_index_stamp(real_embed
     assert cosines.min() > 0.8 and cosines.min() < 0.9999  # close, but not the same vectors
     # an index built with torch vectors refuses the int8 embedder
     from rag.errors import IndexMismatchError
-    from rag.store import IndexStore
+    from rag.store.faiss_index import IndexStore
 
     store = IndexStore.create(tmp_path / "idx", real_embedder.name, 384, 160, 1)
     store.save()

@@ -14,18 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from rag import llm as rllm
 from rag.config import BUNDLED_MODELS, Settings
 from rag.errors import ModelError
-from rag.llm import (
+from rag.models import bundled
+from rag.models import llm as rllm
+from rag.models.bundled import (
     REGISTRY,
     BundledModel,
-    ChatTemplate,
     ModelPart,
-    chat_template_for,
     describe_models,
     model_path,
 )
+from rag.models.llm import ChatTemplate, chat_template_for
 
 # --------------------------------------------------------------------------- fakes
 
@@ -126,8 +126,8 @@ def test_stamp_skips_rehash(fake, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("must not hash or assemble again")
 
-    monkeypatch.setattr(rllm, "_sha256_file", boom)
-    monkeypatch.setattr(rllm, "_assemble", boom)
+    monkeypatch.setattr(bundled, "_sha256_file", boom)
+    monkeypatch.setattr(bundled, "_assemble", boom)
     assert model_path("fake-3", fake.cache, registry=fake.registry, locate=fake.locate) == first
 
 
@@ -136,9 +136,9 @@ def test_changed_mtime_rehashes_but_keeps_good_file(fake, monkeypatch):
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - 10_000_000_000))
     calls = []
-    real = rllm._sha256_file
-    monkeypatch.setattr(rllm, "_sha256_file", lambda p: calls.append(p) or real(p))
-    monkeypatch.setattr(rllm, "_assemble", lambda *a, **k: pytest.fail("good file must not be reassembled"))
+    real = bundled._sha256_file
+    monkeypatch.setattr(bundled, "_sha256_file", lambda p: calls.append(p) or real(p))
+    monkeypatch.setattr(bundled, "_assemble", lambda *a, **k: pytest.fail("good file must not be reassembled"))
     assert model_path("fake-3", fake.cache, registry=fake.registry, locate=fake.locate) == path
     assert calls == [path]
     calls.clear()
@@ -213,7 +213,7 @@ def test_in_place_model(tmp_path, monkeypatch):
     locate = _dir_locator(tmp_path / "site")
     assert model_path("fi", tmp_path / "cache", registry={"fi": good}, locate=locate) == pkg / "m.gguf"
     assert not (tmp_path / "cache" / "models" / "fi.gguf").exists()  # used in place, not copied
-    monkeypatch.setattr(rllm, "_sha256_file", lambda p: pytest.fail("stamp should be reused"))
+    monkeypatch.setattr(bundled, "_sha256_file", lambda p: pytest.fail("stamp should be reused"))
     model_path("fi", tmp_path / "cache", registry={"fi": good}, locate=locate)
     monkeypatch.undo()
     bad = BundledModel("fi", "Fake", (part,), len(data), "f" * 64, in_place=True)

@@ -1,7 +1,7 @@
 import pytest
 
-from rag import loading
 from rag.errors import InputError, LoadError
+from rag.ingest import loading
 from tests.filemakers import make_docx, make_pdf
 
 

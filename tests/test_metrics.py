@@ -1,9 +1,9 @@
 """Metric functions against hand-computed cases. Pure functions: no index, no model."""
 import pytest
 
-from rag import metrics as M
-from rag.evaluation import ItemResult, compute_metrics, score_item
-from rag.testsets import TestItem
+from rag.evaluation import metrics as M
+from rag.evaluation.scoring import ItemResult, compute_metrics, score_item
+from rag.evaluation.testsets import TestItem
 from rag.types import Answer, Chunk, Citation, Passage
 
 
@@ -182,7 +182,7 @@ def test_compute_metrics_undefined_are_none_not_zero():
 
 
 def test_sign_test_exact_values():
-    from rag.metrics import sign_test
+    from rag.evaluation.metrics import sign_test
 
     assert sign_test(0, 0) is None
     assert sign_test(1, 0) == 1.0

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from rag import prompts
-from rag.answering import REFUSAL
+from rag.answer.answerer import REFUSAL
 from rag.errors import ConfigError, DocumentNotFound, InputError
 from tests.conftest import SEED_ARTICLE
 from tests.filemakers import make_pdf

@@ -1,12 +1,18 @@
 """Issue 5's pieces on hand-made data: rank fusion, hybrid retrieval, MMR, sentence selection."""
-from rag.context import SentenceSelector
 import numpy as np
 import pytest
 
+from rag.answer.context import SentenceSelector
+from rag.answer.retrieval import (
+    DenseRetriever,
+    DiverseRetriever,
+    HybridRetriever,
+    mmr_order,
+    reciprocal_rank_fusion,
+)
 from rag.config import Settings
 from rag.errors import ConfigError
-from rag.retrieval import DenseRetriever, DiverseRetriever, HybridRetriever, mmr_order, reciprocal_rank_fusion
-from rag.store import IndexStore
+from rag.store.faiss_index import IndexStore
 from rag.testing import FakeEmbedder
 from rag.types import Chunk, Passage
 
@@ -101,7 +107,7 @@ def test_diverse_retriever_re_embeds_when_the_index_cannot_reconstruct(tmp_path,
 
 
 def test_the_gate_reads_the_best_passage_not_the_first():
-    from rag.answering import Answerer
+    from rag.answer.answerer import Answerer
     from rag.testing import FakeLLM
 
     def chunk(i, text):
@@ -119,7 +125,7 @@ def test_the_gate_reads_the_best_passage_not_the_first():
 
 
 def test_best_last_puts_the_top_passage_next_to_the_question_and_cites_what_was_shown():
-    from rag.answering import Answerer
+    from rag.answer.answerer import Answerer
     from rag.testing import FakeLLM
 
     texts = ["Washington spent about $110 million on the base.", "Construction began in 2016.", "Other remarks."]
@@ -137,8 +143,8 @@ def test_best_last_puts_the_top_passage_next_to_the_question_and_cites_what_was_
 
 
 def test_hyde_searches_with_the_hypothetical_answer_but_scores_the_question(tmp_path):
-    from rag.retrieval import RewritingRetriever
-    from rag.rewriting import HydeRewriter
+    from rag.answer.query_rewriting import HydeRewriter
+    from rag.answer.retrieval import RewritingRetriever
     from rag.testing import FakeLLM
 
     texts = ["The presidential guard detained Bazoum in July 2023.", "Rainfall in the Sahel varies by season.",
@@ -168,7 +174,7 @@ def test_hyde_searches_with_the_hypothetical_answer_but_scores_the_question(tmp_
 
 
 def test_hyde_falls_back_to_the_question_when_the_model_writes_nothing():
-    from rag.rewriting import HydeRewriter
+    from rag.answer.query_rewriting import HydeRewriter
     from rag.testing import FakeLLM
 
     assert HydeRewriter(FakeLLM(["   "])).expand("What is it?") == "What is it?"

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from rag import store as store_mod
 from rag.errors import DocumentNotFound, IndexMismatchError, StoreError
-from rag.store import IndexStore
+from rag.store import faiss_index as store_mod
+from rag.store.faiss_index import IndexStore
 from rag.testing import FakeEmbedder
 from rag.types import Chunk
 

@@ -3,10 +3,10 @@ deletion, atomic save/load), and `auto` picks the type by corpus size. Small n, 
 import numpy as np
 import pytest
 
-from rag import store as store_mod
 from rag.config import Settings
 from rag.errors import ConfigError
-from rag.store import IndexStore
+from rag.store import faiss_index as store_mod
+from rag.store.faiss_index import IndexStore
 from rag.types import Chunk
 
 DIM = 32

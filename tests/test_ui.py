@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from rag import ui
-from rag.answering import REFUSAL
-from rag.conversation import QuestionCondenser, Turn
+from rag.answer.answerer import REFUSAL
+from rag.answer.query_rewriting import QuestionCondenser, Turn
+from rag.app import render, ui, uploads
 from rag.errors import ConfigError
-from rag.loading import MAX_FILE_BYTES
+from rag.ingest.loading import MAX_FILE_BYTES
 from rag.testing import FakeLLM
 from rag.types import Answer, AnswerSentence, Chunk, Citation, Passage
 from tests.conftest import SEED_ARTICLE
@@ -55,7 +55,7 @@ def last(iterable):
     ("rapport d'été.pdf", "rapport_d_été.pdf"),
 ])
 def test_safe_filename(name, expected):
-    assert ui.safe_filename(name) == expected
+    assert uploads.safe_filename(name) == expected
 
 
 @pytest.mark.parametrize("name", ["../../etc/x.md", "/etc/passwd.md", "..\\..\\x.md", "a/../../b.md", "....//....//c.md"])
@@ -63,7 +63,7 @@ def test_uploads_never_leave_the_upload_area(tmp_path, name):
     src = tmp_path / "src.md"
     src.write_text("Some text.", encoding="utf-8")
     area = tmp_path / "area" / "uploads"
-    dest = ui.store_upload(src, name, area)
+    dest = uploads.store_upload(src, name, area)
     assert dest.parent == area.resolve()
     assert dest.read_text(encoding="utf-8") == "Some text."
     written = {p for p in tmp_path.rglob("*") if p.is_file()}
@@ -73,15 +73,15 @@ def test_uploads_never_leave_the_upload_area(tmp_path, name):
 def test_refuses_wrong_type_and_too_big(tmp_path):
     exe = tmp_path / "tool.exe"
     exe.write_bytes(b"MZ...")
-    assert "not accepted" in ui.upload_refusal(exe, exe.name)
-    assert ".md" in ui.upload_refusal(exe, exe.name)  # says what is accepted
+    assert "not accepted" in uploads.upload_refusal(exe, exe.name)
+    assert ".md" in uploads.upload_refusal(exe, exe.name)  # says what is accepted
     big = tmp_path / "big.txt"
     with open(big, "wb") as f:
         f.truncate(MAX_FILE_BYTES + 1)  # sparse: no real disk use
-    assert "limit is 50 MB" in ui.upload_refusal(big, big.name)
+    assert "limit is 50 MB" in uploads.upload_refusal(big, big.name)
     ok = tmp_path / "ok.md"
     ok.write_text("Fine.", encoding="utf-8")
-    assert ui.upload_refusal(ok, ok.name) is None
+    assert uploads.upload_refusal(ok, ok.name) is None
 
 
 def test_ingest_uploads_reports_each_file(make_rag, tmp_path):
@@ -94,7 +94,7 @@ def test_ingest_uploads_reports_each_file(make_rag, tmp_path):
     bad_text = tmp_path / "latin1.txt"
     bad_text.write_bytes("caf\xe9 au lait".encode("latin-1"))
     calls = []
-    outcomes = ui.ingest_uploads(rag, [str(good), str(bad_type), str(bad_text)], area,
+    outcomes = uploads.ingest_uploads(rag, [str(good), str(bad_type), str(bad_text)], area,
                                  progress=lambda *a, **k: calls.append((a, k)))
     by_name = {o.name: o for o in outcomes}
     assert by_name["good.md"].ok and "chunks" in by_name["good.md"].message
@@ -103,7 +103,7 @@ def test_ingest_uploads_reports_each_file(make_rag, tmp_path):
     assert sorted(p.name for p in area.iterdir()) == ["good.md"]  # refused/failed copies are not kept
     assert [d.source for d in rag.documents()] == [str((area / "good.md").resolve())]
     assert calls and calls[-1][1]["desc"] == "Done"
-    report = ui.outcomes_html(outcomes)
+    report = uploads.outcomes_html(outcomes)
     assert "1 file(s) indexed, 2 refused or failed" in report
 
 
@@ -114,7 +114,7 @@ def test_traversal_upload_is_indexed_inside_the_area(make_rag, tmp_path):
     src_dir.mkdir()
     src = src_dir / "..%2F..%2Fetc%2Fx.md"  # what a hostile client may send as a name
     src.write_text("Nothing to see here.", encoding="utf-8")
-    outcomes = ui.ingest_uploads(rag, [str(src)], area)
+    outcomes = uploads.ingest_uploads(rag, [str(src)], area)
     assert outcomes[0].ok
     (doc,) = rag.documents()
     assert Path(doc.source).parent == area.resolve()
@@ -125,14 +125,14 @@ def test_delete_removes_uploaded_copy(make_rag, tmp_path):
     area = tmp_path / "uploads"
     src = tmp_path / "a.md"
     src.write_text("Alpha beta gamma.", encoding="utf-8")
-    ui.ingest_uploads(rag, [str(src)], area)
+    uploads.ingest_uploads(rag, [str(src)], area)
     (doc,) = rag.documents()
     info = rag.delete(doc.id)
-    ui._remove_uploaded_copy(info.source, area)
+    uploads.remove_uploaded_copy(info.source, area)
     assert not (area / "a.md").exists()
     outside = tmp_path / "keep.md"
     outside.write_text("x", encoding="utf-8")
-    ui._remove_uploaded_copy(str(outside), area)  # never touches files outside the upload area
+    uploads.remove_uploaded_copy(str(outside), area)  # never touches files outside the upload area
     assert outside.exists()
 
 
@@ -154,14 +154,14 @@ def test_passages_and_answers_are_escaped():
     passage = f"Intro sentence here. The vault code is 4711 {XSS}. Closing words."
     answer = _answer_with(passage, f"The vault code is 4711 {XSS}.",
                           extra=[AnswerSentence(text="<b>bold</b> claim.", citations=(), supported=False)])
-    for out in (ui.citations_html(answer), ui.answer_html(answer), ui.answer_html(answer, link=False)):
+    for out in (render.citations_html(answer), render.answer_html(answer), render.answer_html(answer, link=False)):
         assert "<script" not in out and "<img" not in out and "<b>" not in out
         assert "onerror=&quot;" in out or "onerror" not in out
-    cites = ui.citations_html(answer)
+    cites = render.citations_html(answer)
     assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in cites
     assert "&lt;img src=x onerror=&quot;window.__pwned=1&quot;&gt;" in cites
     assert "evil &lt;b&gt;name&lt;b&gt;.md" in cites
-    assert "&lt;b&gt;bold&lt;/b&gt;" in ui.answer_html(answer)
+    assert "&lt;b&gt;bold&lt;/b&gt;" in render.answer_html(answer)
 
 
 def test_citation_html_has_anchor_and_highlight():
@@ -169,27 +169,27 @@ def test_citation_html_has_anchor_and_highlight():
                "Washington spent about $110 million to establish the base in northern Niger. "
                "Construction began in 2016.")
     answer = _answer_with(passage, "Washington spent about $110 million to establish the base.")
-    cites = ui.citations_html(answer)
+    cites = render.citations_html(answer)
     assert 'id="cite-1"' in cites
     marks = re.findall(r'<mark class="rag-hl">(.*?)</mark>', cites)
     assert marks == ["Washington spent about $110 million to establish the base in northern Niger."]
     assert "page 3" in cites and "score 0.80" in cites
-    html = ui.answer_html(answer)
+    html = render.answer_html(answer)
     assert '<a class="rag-cite-link" href="#cite-1">[1]</a>' in html
-    assert "href" not in ui.answer_html(answer, link=False)
+    assert "href" not in render.answer_html(answer, link=False)
 
 
 def test_highlight_picks_best_sentence_per_answer_sentence():
     passage = "Cats sleep a lot. Dogs bark at night in the city. Birds sing at dawn."
-    spans = ui.highlight_spans(passage, ["Dogs bark at night.", "Birds sing."])
+    spans = render.highlight_spans(passage, ["Dogs bark at night.", "Birds sing."])
     assert [passage[a:b] for a, b in spans] == ["Dogs bark at night in the city.", "Birds sing at dawn."]
-    assert ui.highlight_spans(passage, ["Quantum chromodynamics."]) == []
+    assert render.highlight_spans(passage, ["Quantum chromodynamics."]) == []
 
 
 def test_unsupported_sentences_are_flagged():
     answer = _answer_with("Alpha beta gamma.", "Alpha beta gamma.",
                           extra=[AnswerSentence(text="Paris is the capital.", citations=(), supported=False)])
-    html = ui.answer_html(answer)
+    html = render.answer_html(answer)
     assert 'class="rag-unsupported"' in html and "unsupported" in html
     assert "1 sentence not supported" in html
 
@@ -197,15 +197,15 @@ def test_unsupported_sentences_are_flagged():
 def test_refusal_is_rendered_as_a_refusal():
     answer = Answer(question="q", text=REFUSAL, citations=[], abstained=True,
                     refusal_reason="no passage is relevant enough (best score 0.12 < 0.3)")
-    html = ui.answer_html(answer)
+    html = render.answer_html(answer)
     assert 'class="rag-refusal"' in html and REFUSAL in html
     assert "best score 0.12 &lt; 0.3" in html
     assert "rag-cite-link" not in html
-    assert "refused" in ui.citations_html(answer)
+    assert "refused" in render.citations_html(answer)
 
 
 def test_timings_html():
-    html = ui.timings_html({"retrieve": 0.0123, "first_token": 0.5, "generate": 1.25, "total": 2.0, "rewrite": 0.3})
+    html = render.timings_html({"retrieve": 0.0123, "first_token": 0.5, "generate": 1.25, "total": 2.0, "rewrite": 0.3})
     assert html.index("rewrite follow-up") < html.index("retrieve") < html.index("first token") < html.index("total")
     assert "1.25 s" in html
 
@@ -219,7 +219,7 @@ def test_chat_streams_then_renders_answer_with_citations(make_rag):
     steps, (messages, box, rewritten, cites, timings, session) = last(ui.ChatHandler(rag)(QUESTION, None, 3))
     streamed = [s[0][-1]["content"] for s in steps if "rag-streaming" in str(s[0][-1]["content"])]
     assert len(streamed) >= 3  # token by token
-    assert messages[0] == {"role": "user", "content": ui._text_html(QUESTION)}
+    assert messages[0] == {"role": "user", "content": render.text_html(QUESTION)}
     assert "$110 million" in messages[-1]["content"] and 'href="#cite-1"' in messages[-1]["content"]
     assert 'id="cite-1"' in cites and "<mark" in cites
     assert "total" in timings and box == "" and rewritten == ""
@@ -257,7 +257,7 @@ def test_chat_shows_rag_errors_and_hides_unexpected_ones(make_rag, caplog):
     rag.stream = boom
     _, (messages, *_rest) = last(ui.ChatHandler(rag)("What?", None, 3))
     content = messages[-1]["content"]
-    assert ui.INTERNAL_ERROR in content
+    assert render.INTERNAL_ERROR in content
     assert "Traceback" not in content and "secret" not in content
     assert "secret internals" in caplog.text  # logged server-side, with the traceback
 

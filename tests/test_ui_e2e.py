@@ -50,7 +50,7 @@ def _free_port() -> int:
 def server(real_rag):
     """The app over the real RAG, on a free local port; uploads made here are removed afterwards."""
     pytest.importorskip("gradio")
-    from rag import ui
+    from rag.app import ui
 
     before = {d.id for d in real_rag.documents()}
     demo = ui.build_app(real_rag)

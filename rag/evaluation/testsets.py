@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rag.chunking import split_sentences
 from rag.errors import InputError
+from rag.ingest.chunking import split_sentences
 
 
 @dataclass(frozen=True)

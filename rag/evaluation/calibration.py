@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import InputError
+from rag.evaluation.scoring import ItemResult, compute_metrics
 
 
 @dataclass(frozen=True)
@@ -130,8 +131,6 @@ def rescore(report: dict[str, Any], min_score: float | None = None,
     """The report's metrics as if its run had used `min_score` (>= the run's own), optionally only
     over the items whose id is in `ids` (e.g. the fixed sample of another run). Gated items become
     refusals with no citations; everything else is scored exactly as the run scored it."""
-    from rag.evaluation import ItemResult, compute_metrics
-
     run_min = float(report.get("config", {}).get("min_score") or 0.0)
     if min_score is not None and min_score < run_min - 1e-9:
         raise InputError(f"the run used min_score={run_min}; cannot rescore at {min_score}")
@@ -160,7 +159,7 @@ def rescore(report: dict[str, Any], min_score: float | None = None,
 
 @dataclass(frozen=True)
 class Gates:
-    """The three refusal thresholds an answer is decided by (see rag/answering.py)."""
+    """The three refusal thresholds an answer is decided by (see rag/answer/answerer.py)."""
 
     min_score: float  # retrieval: refuse before generating when the best passage scores below
     refusal_prob: float  # refuse an answer when the model's own refusal probability reaches this

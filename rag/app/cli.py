@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from rag.app.eval_commands import add_eval_parser, with_default_subcommand
 from rag.config import Settings
 from rag.errors import RagError
 from rag.types import Answer, short_source
@@ -35,33 +36,15 @@ def _parser() -> argparse.ArgumentParser:
     p = with_index(sub.add_parser("serve", help="start the web UI"))
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=7860)
-    p = with_index(sub.add_parser("eval", help="evaluate answers against a test set"))
-    p.add_argument("testset", nargs="?", help="JSONL or SQuAD v2 JSON test set")
-    p.add_argument("--docs", type=Path, help="documents to index for the test set")
-    p.add_argument("--limit", type=int, help="evaluate only the first N items")
-    p.add_argument("--sample", type=int, help="evaluate a fixed seeded sample of N items (same items every run)")
-    p.add_argument("--json", dest="json_out", type=Path, help="write the JSON report here")
-    p.add_argument("--report", type=Path, help="write a Markdown report (with PNG plots beside it) here")
-    p.add_argument("--refusal-curve", nargs="+", type=Path, metavar="REPORT.json",
-                   help="min_score trade-off from runs made with a low min_score (chosen on the first)")
-    p.add_argument("--calibrate", nargs="+", type=Path, metavar="REPORT.json",
-                   help="choose min_score, refusal_prob and retry_below on several test sets' runs (made with "
-                        "RAG_MIN_SCORE=0 RAG_REFUSAL_PROB=1 RAG_RETRY_BELOW=1), with held-out folds")
-    p.add_argument("--rescore", type=Path, metavar="REPORT.json",
-                   help="a run's metrics again, at --min-score T and/or only over the items of --subset-of")
-    p.add_argument("--min-score", type=float, help="with --rescore: the retrieval gate to apply")
-    p.add_argument("--subset-of", type=Path, metavar="OTHER.json", help="with --rescore: only the item ids of this report")
-    p.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"), help="compare two JSON reports")
-    p.add_argument("--model", help="bundled model name, path to a .gguf, or URL of an OpenAI-compatible server")
-    p.add_argument("--top-k", type=int)
+    add_eval_parser(sub, with_index)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(with_default_subcommand(sys.argv[1:] if argv is None else list(argv)))
     try:
         settings = Settings.load(args.config, model=getattr(args, "model", None), top_k=getattr(args, "top_k", None),
-                                 index_dir=args.index)
+                                 index_dir=getattr(args, "index", None))
         return COMMANDS[args.command](args, settings)
     except RagError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -131,14 +114,16 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.ui import serve  # gradio is heavy; import it only for this command
+    from rag.app.ui import serve  # gradio is heavy; import it only for this command
 
     serve(settings, host=args.host, port=args.port)
     return EXIT_OK
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.evaluation import run_cli
+    from rag.app.eval_commands import (
+        run_cli,  # matplotlib and the eval stack only for this command
+    )
 
     return run_cli(args, settings)
 

@@ -10,9 +10,9 @@ from typing import Protocol
 
 import numpy as np
 
-from rag.embedding import Embedder
 from rag.errors import ConfigError
-from rag.store import IndexStore
+from rag.models.embedding import Embedder
+from rag.store.faiss_index import IndexStore
 from rag.types import Chunk, Passage
 
 

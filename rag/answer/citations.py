@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from nltk.stem.porter import PorterStemmer
 
-from rag.chunking import split_sentences
+from rag.ingest.chunking import split_sentences
 from rag.types import AnswerSentence, Chunk, Passage
 
 _STEMMER = PorterStemmer()
 
 if TYPE_CHECKING:  # pragma: no cover
-    from rag.embedding import Embedder
+    from rag.models.embedding import Embedder
 
 _MARKER = re.compile(r"\s*\[(\d+(?:\s*,\s*\d+)*)\]")
 # A marker put after the sentence's end ("... Niger. [2]") belongs to that sentence: moved before the stop.

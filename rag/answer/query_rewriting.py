@@ -1,4 +1,6 @@
-"""Conversation: rewrite a follow-up question into a standalone one before retrieval.
+"""Query rewriting: the question as typed -> the text retrieval searches with.
+
+1. Follow-ups (`QuestionCondenser`): rewrite a follow-up question into a standalone one before retrieval.
 
 "and when did that happen?" retrieves nothing useful on its own; with the conversation it becomes
 "When did the U.S. withdrawal from Niger happen?". The rewrite is one short LLM call with the prompt
@@ -7,6 +9,15 @@ empty, runaway or content-free rewrite falls back to the question as the user ty
 
 `RAG.condense` serialises it with the other LLM calls (and the web UI runs every LLM event in one
 queue of concurrency 1), so this module takes no lock of its own.
+
+2. HyDE (`HydeRewriter`, setting `query_rewrite = hyde`): search with a hypothetical answer.
+
+A question and the passage that answers it are worded differently ("Which unit arrested the
+president?" / "...was detained by members of the presidential guard"). HyDE (Gao et al., 2022) lets
+the model write a short made-up answer and searches with the question plus that text, which looks
+more like the documents. The made-up text is never shown or cited: it only moves the search, and the
+passages are scored against the question as typed, so the refusal gate reads the same scale.
+It costs one short LLM call per question, before the answer's own.
 """
 from __future__ import annotations
 
@@ -19,10 +30,10 @@ from pathlib import Path
 from llama_index.core.llms import LLM
 
 from rag import prompts
-from rag.answering import is_refusal
-from rag.citations import content_words, strip_markers
+from rag.answer.answerer import is_refusal
+from rag.answer.citations import content_words, strip_markers
 from rag.config import PROMPTS_DIR
-from rag.llm import complete_until
+from rag.models.llm import complete_until
 
 log = logging.getLogger(__name__)
 
@@ -100,3 +111,20 @@ class QuestionCondenser:
         if len(rewrite.split()) > self.max_words or len(rewrite) > max(4 * len(question), 400):
             return False
         return True
+
+
+class HydeRewriter:
+    """question -> question + a short hypothetical passage (at most `max_words` words of it)."""
+
+    def __init__(self, llm: LLM, *, prompts_dir: Path = PROMPTS_DIR, max_words: int = 60) -> None:
+        self.llm = llm
+        self.prompts_dir = prompts_dir
+        self.max_words = max_words
+
+    def expand(self, question: str) -> str:
+        prompt = prompts.render("hyde", self.prompts_dir, question=" ".join(question.split()))
+        text = complete_until(self.llm, prompt,
+                              lambda t: len(t.split()) > self.max_words or "\n\n" in t.strip())
+        hypothetical = " ".join(text.split()[: self.max_words])
+        log.debug("hyde: %r -> %r", question, hypothetical)
+        return f"{question}\n{hypothetical}" if hypothetical else question

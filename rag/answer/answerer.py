@@ -12,15 +12,20 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Protocol
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.llms import LLM
 
 from rag import prompts
-from rag.citations import SemanticSupport, attribute, content_words, strip_markers
+from rag.answer.citations import (
+    SemanticSupport,
+    attribute,
+    content_words,
+    strip_markers,
+)
 from rag.config import PROMPTS_DIR
 from rag.types import Answer, Citation, Passage, RefusalSignals, short_source
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from rag.chunking import split_sentences
-from rag.embedding import Embedder
-from rag.store import IndexStore
+from rag.ingest.chunking import split_sentences
+from rag.models.embedding import Embedder
+from rag.store.faiss_index import IndexStore
 from rag.types import Passage
 
 
