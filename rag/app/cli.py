@@ -20,7 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_index(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--index", type=Path, help="index directory (default: index/, built from seeds/ on first use)")
+        p.add_argument("--index", type=Path, help="index directory (default: index/ in a checkout, else the user data folder; built from the seed article on first use)")
         return p
 
     p = with_index(sub.add_parser("ingest", help="add files or folders to the index"))
