@@ -1,18 +1,30 @@
-"""One settings object, read from `RAG_*` environment variables and an optional TOML file.
+"""One settings object, `Settings`: the only place the settings, their defaults and their allowed values live.
 
-Precedence: explicit keyword arguments > environment > config file (`RAG_CONFIG` or ./rag.toml) > defaults.
-Validation happens at construction so a bad value fails before any model is loaded.
+Read by pydantic-settings from, in order of precedence: explicit keyword arguments > `RAG_*` environment
+variables > a TOML file (`--config`, `$RAG_CONFIG`, or ./rag.toml) > the defaults below. Every value is
+validated at construction (`Literal` choices, bounds), and so is every `with_()` copy, so a bad value
+fails before any model loads, with a `ConfigError` that names the setting, the value and the valid choices.
+`Settings.load_with_sources` also says where each value came from (`rag config` prints it).
 """
 from __future__ import annotations
 
+import contextvars
 import os
 import tomllib
 from importlib import resources
-from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from rag.errors import ConfigError
+from rag.models.bundled import REGISTRY
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # A checkout (an editable install, or running from the source tree) reads prompts/ and seeds/ at its top
@@ -37,143 +49,173 @@ SEEDS_DIR = PROJECT_ROOT / "seeds" if IN_CHECKOUT else _packaged("seeds")
 DEFAULT_INDEX_DIR = PROJECT_ROOT / "index" if IN_CHECKOUT else _user_index_dir()
 
 # Bundled model names; anything else must be a path to a .gguf file or an http(s) URL.
-BUNDLED_MODELS = ("qwen2.5-1.5b", "qwen2.5-0.5b", "smollm2-135m")
+BUNDLED_MODELS = tuple(REGISTRY)
 DEFAULT_MODEL = "qwen2.5-1.5b"
 DEFAULT_EMBED_MODEL = "all-MiniLM-L6-v2"
-CONTEXTS = ("auto", "corpus", "chunk", "sentences")
-PASSAGE_ORDERS = ("best_first", "best_last", "document")
+
+EmbedBackend = Literal["torch", "onnx", "onnx-int8"]
+IndexType = Literal["auto", "flat", "hnsw", "ivf"]
+RetrievalKind = Literal["hybrid", "dense"]
+ContextKind = Literal["auto", "corpus", "chunk", "sentences"]
+AnswerStyle = Literal["sentence", "short"]
+SupportKind = Literal["lexical", "embedding"]
+PassageOrder = Literal["document", "best_first", "best_last"]
+QueryRewrite = Literal["off", "hyde"]
+CONTEXTS: tuple[str, ...] = get_args(ContextKind)
+PASSAGE_ORDERS: tuple[str, ...] = get_args(PassageOrder)
+INDEX_TYPES: tuple[str, ...] = get_args(IndexType)
+EMBED_BACKENDS: tuple[str, ...] = get_args(EmbedBackend)
+
+SOURCES = ("argument", "environment", "file", "default")
+_TOML_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("rag_toml_file", default=None)
 
 
-@dataclass(frozen=True)
-class Settings:
+def _default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rag"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAG_", frozen=True, extra="forbid", validate_default=True,
+                                      case_sensitive=False, protected_namespaces=())
+
     model: str = DEFAULT_MODEL
     # For an OpenAI-compatible server: the model name it serves, and an API key if it wants one.
     server_model: str = "default"
-    api_key: str = "not-needed"
+    api_key: str = Field("not-needed", repr=False)
     embed_model: str = DEFAULT_EMBED_MODEL
-    embed_backend: str = "torch"  # torch | onnx | onnx-int8 (rag/embedding.py; docs/performance.md)
+    embed_backend: EmbedBackend = "torch"  # rag/models/embedding.py; docs/performance.md
     index_dir: Path = DEFAULT_INDEX_DIR
-    top_k: int = 5
-    chunk_size: int = 160  # words per chunk, roughly 200 MiniLM tokens (its window is 256)
-    chunk_overlap: int = 1  # sentences shared by neighbouring chunks
-    threads: int = max(1, os.cpu_count() or 1)
-    context_window: int = 4096
-    max_new_tokens: int = 200
-    temperature: float = 0.0
+    top_k: int = Field(5, ge=1, le=50)
+    chunk_size: int = Field(160, ge=20, le=2000)  # words per chunk, roughly 200 MiniLM tokens (its window is 256)
+    chunk_overlap: int = Field(1, ge=0, le=5)  # sentences shared by neighbouring chunks
+    threads: int = Field(max(1, os.cpu_count() or 1), ge=1)
+    context_window: int = Field(4096, ge=512)
+    max_new_tokens: int = Field(200, ge=1)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
     # Refusal: the best passage must reach this cosine similarity, else we refuse without asking the LLM.
-    min_score: float = 0.30
-    max_question_chars: int = 2000
-    # FAISS index: "auto" picks flat (exact) for small corpora and IVF for large ones (rag/store.py).
-    index_type: str = "auto"
-    # Quality switches (issue 5); defaults are the best measured configuration (docs/evaluation.md).
-    retrieval: str = "hybrid"  # hybrid (dense fused with BM25) | dense; measured in docs/evaluation.md
+    min_score: float = Field(0.30, ge=0.0, le=1.0)
+    max_question_chars: int = Field(2000, ge=1)
+    # FAISS index: "auto" picks flat (exact) for small corpora and IVF for large ones (rag/store/faiss_index.py).
+    index_type: IndexType = "auto"
+    # Quality switches; defaults are the best measured configuration (docs/evaluation.md).
+    retrieval: RetrievalKind = "hybrid"  # hybrid (dense fused with BM25) | dense
     # auto: the whole corpus in the prompt when it has at most corpus_max_words words (its KV cache is
     # then reused question after question), else the retrieved passages narrowed to the sentences near
     # the question (as `sentences`) | corpus | chunk | sentences
-    context: str = "auto"
-    corpus_max_words: int = 1500
-    context_words: int = 60  # per passage, when context = sentences
-    answer_style: str = "sentence"  # sentence | short (just the answering words, cited)
-    support: str = "lexical"  # lexical | embedding (also accept close paraphrases; rag/citations.py)
+    context: ContextKind = "auto"
+    corpus_max_words: int = Field(1500, ge=0, le=100_000)  # 0 = never show the corpus whole
+    context_words: int = Field(60, ge=10, le=1000)  # per passage, when context = sentences
+    answer_style: AnswerStyle = "sentence"  # sentence | short (just the answering words, cited)
+    support: SupportKind = "lexical"  # lexical | embedding (also accept close paraphrases; rag/answer/citations.py)
     # document: retrieved passages in the order of their files (stable, so consecutive prompts share
     # more of their prefix) | best_first | best_last (the top passage next to the question)
-    passage_order: str = "document"
+    passage_order: PassageOrder = "document"
     # Refusal from the model's own probability of starting its reply with the refusal: refuse when it
     # reaches this, even if the greedy reply was an answer (1 = only the greedy reply decides). 0.4 is
     # what `rag eval calibrate` chose over the seed, SQuAD and COVID runs (docs/evaluation.md).
-    refusal_prob: float = 0.4
+    refusal_prob: float = Field(0.4, gt=0.0, le=1.0)
     # When the model refuses with a probability below this, ask again with the refusal banned and keep
-    # that answer if the support check backs it (0 = never; rag/answering.py). 0.35: the seed's own
+    # that answer if the support check backs it (0 = never; rag/answer/answerer.py). 0.35: the seed's own
     # acceptance question is refused at p = 0.27 on a freshly evaluated prompt; on the three test sets
     # the retry at 0.35 is neutral (3 right only with it, 4 only without; docs/evaluation.md).
-    retry_below: float = 0.35
-    query_rewrite: str = "off"  # off | hyde (search with a hypothetical answer; one more LLM call)
-    diversity: float = 0.0  # MMR weight against near-duplicate passages; 0 = off (rag/retrieval.py)
-    cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rag")
+    retry_below: float = Field(0.35, ge=0.0, le=1.0)
+    query_rewrite: QueryRewrite = "off"  # off | hyde (search with a hypothetical answer; one more LLM call)
+    diversity: float = Field(0.0, ge=0.0, lt=1.0)  # MMR weight against near-duplicate passages; 0 = off
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
 
-    def __post_init__(self) -> None:
-        if self.top_k < 1 or self.top_k > 50:
-            raise ConfigError(f"top_k={self.top_k} is out of range; use 1..50")
-        if self.chunk_size < 20 or self.chunk_size > 2000:
-            raise ConfigError(f"chunk_size={self.chunk_size} is out of range; use 20..2000 words")
-        if self.chunk_overlap < 0 or self.chunk_overlap > 5:
-            raise ConfigError(f"chunk_overlap={self.chunk_overlap} is out of range; use 0..5 sentences")
-        if self.threads < 1:
-            raise ConfigError(f"threads={self.threads} must be at least 1")
-        if self.embed_backend not in ("torch", "onnx", "onnx-int8"):
-            raise ConfigError(f"embed_backend={self.embed_backend!r} is not known; use torch, onnx or onnx-int8")
-        if self.retrieval not in ("dense", "hybrid"):
-            raise ConfigError(f"retrieval={self.retrieval!r} is not known; use dense or hybrid")
-        if self.context not in CONTEXTS:
-            raise ConfigError(f"context={self.context!r} is not known; use {', '.join(CONTEXTS)}")
-        if not 0 <= self.corpus_max_words <= 100_000:
-            raise ConfigError(f"corpus_max_words={self.corpus_max_words} is out of range; use 0..100000 (0 = never)")
-        if not 0.0 <= self.retry_below <= 1.0:
-            raise ConfigError(f"retry_below={self.retry_below} is out of range; use 0 (off) up to 1")
-        if not 0.0 < self.refusal_prob <= 1.0:
-            raise ConfigError(f"refusal_prob={self.refusal_prob} is out of range; use above 0 up to 1 (1 = off)")
-        if self.answer_style not in ("sentence", "short"):
-            raise ConfigError(f"answer_style={self.answer_style!r} is not known; use sentence or short")
-        if self.support not in ("lexical", "embedding"):
-            raise ConfigError(f"support={self.support!r} is not known; use lexical or embedding")
-        if self.query_rewrite not in ("off", "hyde"):
-            raise ConfigError(f"query_rewrite={self.query_rewrite!r} is not known; use off or hyde")
-        if self.passage_order not in PASSAGE_ORDERS:
-            raise ConfigError(f"passage_order={self.passage_order!r} is not known; use {', '.join(PASSAGE_ORDERS)}")
-        if not 0.0 <= self.diversity < 1.0:
-            raise ConfigError(f"diversity={self.diversity} is out of range; use 0 (off) up to below 1, e.g. 0.3")
-        if not 10 <= self.context_words <= 1000:
-            raise ConfigError(f"context_words={self.context_words} is out of range; use 10..1000")
-        if self.index_type not in ("auto", "flat", "hnsw", "ivf"):
-            raise ConfigError(f"index_type={self.index_type!r} is not known; use auto, flat, hnsw or ivf")
-        if not 0.0 <= self.min_score <= 1.0:
-            raise ConfigError(f"min_score={self.min_score} must be between 0 and 1")
-        if not (
-            self.model in BUNDLED_MODELS
-            or self.model.endswith(".gguf")
-            or self.model.startswith(("http://", "https://"))
-        ):
-            raise ConfigError(
-                f"model={self.model!r} is not known; use one of {', '.join(BUNDLED_MODELS)}, "
-                "a path to a .gguf file, or an http(s) URL of an OpenAI-compatible server"
-            )
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_message(exc)) from None
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value in BUNDLED_MODELS or value.endswith(".gguf") or value.startswith(("http://", "https://")):
+            return value
+        raise ValueError(f"model={value!r} is not known; use one of {', '.join(BUNDLED_MODELS)}, "
+                         "a path to a .gguf file, or an http(s) URL of an OpenAI-compatible server")
+
+    @field_validator("index_dir", "cache_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return Path(value).expanduser()
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = _TOML_FILE.get()
+        file = (TomlConfigSettingsSource(settings_cls, toml_file=toml),) if toml is not None else ()
+        return (init_settings, env_settings, *file)
 
     def with_(self, **changes: Any) -> "Settings":
-        return replace(self, **changes)
+        """A copy with `changes`, validated like a new object (no environment or file is read again)."""
+        unknown = sorted(set(changes) - set(type(self).model_fields))
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {unknown}; valid: {sorted(type(self).model_fields)}")
+        token = _TOML_FILE.set(None)
+        try:
+            return type(self)(**{**self.model_dump(), **changes})
+        finally:
+            _TOML_FILE.reset(token)
+
+    def to_json(self) -> dict[str, Any]:
+        """Every setting, JSON-ready (for reports), without the server API key."""
+        return self.model_dump(mode="json", exclude={"api_key"})
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: Any) -> "Settings":
         """Build settings from file, then environment, then explicit overrides (None means unset)."""
-        values: dict[str, Any] = {}
+        return cls.load_with_sources(config_file, **overrides)[0]
+
+    @classmethod
+    def load_with_sources(cls, config_file: str | Path | None = None,
+                          **overrides: Any) -> tuple["Settings", dict[str, str]]:
+        """The settings, and for each one where its value came from: one of `SOURCES`."""
         path = config_file or os.environ.get("RAG_CONFIG")
         if path is None and Path("rag.toml").is_file():
             path = "rag.toml"
+        from_file: dict[str, Any] = {}
         if path is not None:
             try:
-                values.update(tomllib.loads(Path(path).read_text(encoding="utf-8")))
+                from_file = tomllib.loads(Path(path).read_text(encoding="utf-8"))
             except (OSError, tomllib.TOMLDecodeError) as exc:
                 raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-        known = {f.name: f for f in fields(cls)}
-        for name in known:
-            env = os.environ.get(f"RAG_{name.upper()}")
-            if env is not None:
-                values[name] = env
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown setting(s) {unknown}; valid: {sorted(known)}")
-        return cls(**{k: _coerce(k, v, known[k].type) for k, v in values.items()})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        token = _TOML_FILE.set(Path(path) if path is not None else None)
+        try:
+            settings = cls(**given)
+        finally:
+            _TOML_FILE.reset(token)
+        env = {k.lower() for k in os.environ if k.upper().startswith("RAG_")}
+        sources = {name: "argument" if name in given else "environment" if f"rag_{name}" in env
+                   else "file" if name in from_file else "default" for name in cls.model_fields}
+        return settings, sources
 
 
-def _coerce(name: str, value: Any, typ: Any) -> Any:
-    typ = str(typ)
-    try:
-        if typ == "int":
-            return int(value)
-        if typ == "float":
-            return float(value)
-        if typ == "Path":
-            return Path(value).expanduser()
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"setting {name}={value!r} is not a valid {typ}") from exc
-    return value
+def _message(exc: ValidationError) -> str:
+    """pydantic's errors as one line per bad setting: the value, and what would be valid."""
+    lines = []
+    for error in exc.errors():
+        name = ".".join(str(p) for p in error["loc"]) or "settings"
+        value = error.get("input")
+        kind = error["type"]
+        ctx = error.get("ctx") or {}
+        if kind == "extra_forbidden":
+            lines.append(f"unknown setting(s) [{name!r}]; valid: {sorted(Settings.model_fields)}")
+        elif kind == "literal_error":
+            choices = get_args(Settings.model_fields[name].annotation)
+            lines.append(f"{name}={value!r} is not known; use {', '.join(choices)}")
+        elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+            field = Settings.model_fields[name]
+            bounds = {type(m).__name__: m for m in field.metadata}
+            lo = next((f">= {m.ge}" if hasattr(m, "ge") else f"> {m.gt}" for k, m in bounds.items() if k in ("Ge", "Gt")), None)
+            hi = next((f"<= {m.le}" if hasattr(m, "le") else f"< {m.lt}" for k, m in bounds.items() if k in ("Le", "Lt")), None)
+            lines.append(f"{name}={value} is out of range; use a value {' and '.join(b for b in (lo, hi) if b)}")
+        elif kind == "value_error":
+            lines.append(str(ctx.get("error", error["msg"])))
+        else:
+            lines.append(f"setting {name}={value!r} is not valid: {error['msg']}")
+    return "; ".join(lines)

@@ -22,11 +22,11 @@ def test_precedence_file_then_env_then_overrides(tmp_path, monkeypatch):
         ({"chunk_size": 5}, "chunk_size=5"),
         ({"min_score": 2.0}, "min_score=2.0"),
         ({"model": "llama-9000"}, "qwen2.5-1.5b"),
-        ({"retrieval": "sparse"}, "use dense or hybrid"),
+        ({"retrieval": "sparse"}, "use hybrid, dense"),
         ({"context": "page"}, "use auto, corpus, chunk, sentences"),
-        ({"answer_style": "long"}, "use sentence or short"),
-        ({"support": "vibes"}, "use lexical or embedding"),
-        ({"embed_backend": "tpu"}, "use torch, onnx or onnx-int8"),
+        ({"answer_style": "long"}, "use sentence, short"),
+        ({"support": "vibes"}, "use lexical, embedding"),
+        ({"embed_backend": "tpu"}, "use torch, onnx, onnx-int8"),
     ],
 )
 def test_bad_values_fail_at_construction_naming_valid_choices(changes, message):
@@ -47,3 +47,34 @@ def test_unknown_and_malformed_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("RAG_TOP_K", "many")
     with pytest.raises(ConfigError, match="top_k='many'"):
         Settings.load()
+
+
+def test_with_revalidates_and_reports_carry_every_setting():
+    s = Settings()
+    assert s.with_(top_k=3).top_k == 3 and s.top_k == 5
+    with pytest.raises(ConfigError, match="top_k=0"):
+        s.with_(top_k=0)
+    with pytest.raises(ConfigError, match="unknown setting.*topk"):
+        s.with_(topk=3)
+    data = s.to_json()
+    assert set(data) == set(Settings.model_fields) - {"api_key"}  # a new setting cannot drop out
+    assert isinstance(data["index_dir"], str)
+
+
+def test_rag_config_prints_each_setting_and_where_it_came_from(tmp_path, monkeypatch, capsys):
+    import json
+
+    from rag.app.cli import main
+
+    cfg = tmp_path / "rag.toml"
+    cfg.write_text('top_k = 7\nretrieval = "dense"\n')
+    monkeypatch.setenv("RAG_TOP_K", "4")
+    assert main(["--config", str(cfg), "config", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["top_k"] == {"value": 4, "source": "environment"}
+    assert shown["retrieval"] == {"value": "dense", "source": "file"}
+    assert shown["context"] == {"value": "auto", "source": "default"}
+    assert "api_key" not in shown
+    assert main(["--config", str(cfg), "config"]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("retrieval "))
+    assert line.split()[-1] == "file"

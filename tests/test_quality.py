@@ -138,7 +138,7 @@ def test_best_last_puts_the_top_passage_next_to_the_question_and_cites_what_was_
     assert prompt.index("[3] Washington") < prompt.index("Question:")
     assert [c.n for c in answer.citations] == [3] and answer.citations[0].text == texts[0]
     assert [p.text for p in answer.passages] == texts  # retrieval rank is kept for evaluation
-    with pytest.raises(ConfigError, match="best_first, best_last, document"):
+    with pytest.raises(ConfigError, match="use document, best_first, best_last"):
         Settings(passage_order="last")
 
 
@@ -169,7 +169,7 @@ def test_hyde_searches_with_the_hypothetical_answer_but_scores_the_question(tmp_
     plain = {p.chunk.id: p.score for p in dense.retrieve(question, 3)}
     for p in passages:  # the gate reads the question's own cosine
         assert p.score == pytest.approx(plain[p.chunk.id], abs=1e-5)
-    with pytest.raises(ConfigError, match="off or hyde"):
+    with pytest.raises(ConfigError, match="use off, hyde"):
         Settings(query_rewrite="multi")
 
 

@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=7860)
     add_eval_parser(sub, with_index)
+    p = sub.add_parser("config", help="print the effective settings and where each came from")
+    p.add_argument("--json", action="store_true", help="print one JSON object: {setting: {value, source}}")
     return parser
 
 
@@ -128,8 +130,21 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     return run_cli(args, settings)
 
 
+def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    settings, sources = Settings.load_with_sources(args.config)
+    values = settings.to_json()
+    if args.json:
+        print(json.dumps({k: {"value": v, "source": sources[k]} for k, v in values.items()}, indent=1))
+        return EXIT_OK
+    width = max(map(len, values))
+    for name, value in values.items():
+        print(f"{name:<{width}}  {json.dumps(value):<40}  {sources[name]}")
+    return EXIT_OK
+
+
 COMMANDS = {"ingest": cmd_ingest, "ask": cmd_ask, "list": cmd_list, "delete": cmd_delete,
-            "serve": cmd_serve, "eval": cmd_eval}
+            "serve": cmd_serve, "eval": cmd_eval,
+            "config": cmd_config}
 
 if __name__ == "__main__":
     sys.exit(main())

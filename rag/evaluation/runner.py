@@ -10,7 +10,6 @@ Python:
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import random
 import subprocess
@@ -106,8 +105,7 @@ def run_config(rag: "RAG", testset: TestSet, *, limit: int | None, n_planned: in
     s = rag.settings
     manifest = rag.store.manifest
     # Every setting, so a new one can never drop out of the reports; then what this run adds.
-    settings = {f.name: (str(v) if isinstance(v, Path) else v)
-                for f in dataclasses.fields(s) if f.name not in ("api_key",) for v in [getattr(s, f.name)]}
+    settings = s.to_json()
     return {
         **settings,
         "testset": str(testset.path) if testset.path else None,

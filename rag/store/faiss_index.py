@@ -34,13 +34,13 @@ from typing import BinaryIO
 import faiss
 import numpy as np
 
+from rag.config import INDEX_TYPES
 from rag.errors import DocumentNotFound, IndexMismatchError, StoreError
 from rag.types import Chunk, DocumentInfo
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
-INDEX_TYPES = ("auto", "flat", "hnsw", "ivf")
 # Policy, from bench/search.py on 2 cores (docs/performance.md). Flat search is exact and needs no
 # training, but scans ~0.33 µs per vector per query: 10 ms at ~30k vectors, 320 ms at 1M.
 AUTO_ANN_MIN = 30_000  # auto: flat below this many vectors, IVF from here on
