@@ -37,3 +37,7 @@ class ModelError(RagError):
 
 class DocumentNotFound(RagError):
     """`delete` was given an id that is not in the index."""
+
+
+class IndexChangedError(StoreError):
+    """A store loaded before another process's save was asked to save: that would lose the other save."""

@@ -11,8 +11,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from llama_index.core.llms import LLM
 
 from rag.answer.answerer import REFUSAL, Answerer
@@ -99,60 +101,92 @@ class RAG:
 
     # -- ingest -------------------------------------------------------------------------------
     def add(self, paths: Iterable[str | Path], *, progress: bool = False, only_supported: bool = False) -> IngestReport:
-        """Index files and folders. Bad files are reported and skipped; the rest are saved in one atomic step."""
+        """Index files and folders. Bad files are reported and skipped; the rest are saved in one atomic step.
+
+        Loading, chunking and embedding (~99% of the time) happen before the directory lock is taken,
+        so another process's save is not held up by our model; only applying the documents and saving
+        hold it, on the latest generation on disk (IndexStore.writing). Chunk ids are handed out then,
+        under the lock: ids reserved earlier could have been used meanwhile by another process."""
         report = IngestReport()
         files = list(loading.discover(paths))
         if only_supported:
             files = [f for f in files if f.suffix.lower() in loading.SUPPORTED_EXTENSIONS]
         with self._write_lock:
+            self._sync()  # what other processes saved counts as unchanged too
             pending: list[tuple[Document, list[Chunk]]] = []
-            changed = False
+            embedded: list[tuple[Document, list[Chunk], np.ndarray]] = []
+            seen: set[str] = set()
             for path in files:
                 try:
                     doc = loading.load(path)
                 except LoadError as exc:
                     report.failed.append(FileFailure(path=exc.path, reason=exc.reason))
                     continue
-                if doc.id in self.store.docs or any(doc.id == d.id for d, _ in pending):
+                if doc.id in self.store.docs or doc.id in seen:
                     report.unchanged.append(doc.id)
                     continue
-                # ids are handed out at split time, so chunks waiting for their vectors never share one
-                chunks = self.chunker.split(doc, first_id=self.store.manifest.next_id)
-                self.store.reserve_ids(len(chunks))
-                pending.append((doc, chunks))
+                seen.add(doc.id)
+                pending.append((doc, self.chunker.split(doc)))  # ids 0..n-1 until _apply numbers them
                 if sum(len(c) for _, c in pending) >= EMBED_BATCH_CHUNKS:
-                    changed |= self._store_pending(pending, report, progress)
-            changed |= self._store_pending(pending, report, progress)
-            if changed or not IndexStore.exists(self.store.directory):
-                self.store.save()
+                    embedded += self._embed(pending, progress)
+            embedded += self._embed(pending, progress)
+            with self.store.writing():
+                changed = self._apply(embedded, report)
+                if changed or not IndexStore.exists(self.store.directory):
+                    self.store.save()
         return report
 
-    def _store_pending(self, pending: list[tuple[Document, list[Chunk]]], report: IngestReport, progress: bool) -> bool:
+    def _embed(self, pending: list[tuple[Document, list[Chunk]]], progress: bool
+               ) -> list[tuple[Document, list[Chunk], np.ndarray]]:
         """Embed the chunks of several files in one call (the model is ~99% of ingest time and works
-        best on full, length-sorted batches), then add each document in order. Empties `pending`."""
+        best on full, length-sorted batches). Empties `pending`."""
         if not pending:
-            return False
+            return []
         vectors = self.embedder.embed([c.text for _, chunks in pending for c in chunks], progress=progress)
-        at = 0
+        out, at = [], 0
         for doc, chunks in pending:
+            out.append((doc, chunks, vectors[at:at + len(chunks)]))
+            at += len(chunks)
+        pending.clear()
+        return out
+
+    def _apply(self, embedded: list[tuple[Document, list[Chunk], np.ndarray]], report: IngestReport) -> bool:
+        """Add embedded documents to the store, which writing() has just brought up to date: fresh ids
+        for their chunks; a document with the same source replaced; one that another process added
+        meanwhile left as it is. Returns whether anything changed."""
+        changed = False
+        for doc, chunks, vectors in embedded:
+            if doc.id in self.store.docs:
+                report.unchanged.append(doc.id)
+                continue
+            first = self.store.reserve_ids(len(chunks))
+            chunks = [replace(c, id=first + i) for i, c in enumerate(chunks)]
             old = self.store.doc_for_source(doc.source)
             if old is not None:
                 self.store.remove(old)
-            self.store.add(doc.id, doc.source, len(doc.text), chunks, vectors[at:at + len(chunks)])
-            at += len(chunks)
+            self.store.add(doc.id, doc.source, len(doc.text), chunks, vectors)
             info = DocumentInfo(id=doc.id, source=doc.source, chunks=len(chunks), chars=len(doc.text))
             (report.replaced if old is not None else report.added).append(info)
-        pending.clear()
-        return True
+            changed = True
+        return changed
 
     def delete(self, doc_id: str) -> DocumentInfo:
-        with self._write_lock:
+        with self._write_lock, self.store.writing():
             record = self.store.remove(doc_id)
             self.store.save()
         return DocumentInfo(id=record.id, source=record.source, chunks=len(record.chunk_ids), chars=record.chars)
 
+    def _sync(self) -> None:
+        """Serve what another process has saved (`rag ingest` while `rag serve` runs): one small file
+        read before each read of the store, and a reload in place when it names a newer generation.
+        In place, so the retrievers and WholeCorpus holding the store see it. Call under _write_lock."""
+        if self.store.refresh():
+            m = self.store.manifest
+            self.chunker = SentenceChunker(m.chunk_size, m.chunk_overlap)
+
     def documents(self) -> list[DocumentInfo]:
         with self._write_lock:
+            self._sync()
             return self.store.documents()
 
     # -- ask ----------------------------------------------------------------------------------
@@ -190,6 +224,7 @@ class RAG:
     def retrieve(self, question: str, top_k: int | None = None) -> list[Passage]:
         question = self._check(question)
         with self._write_lock:
+            self._sync()
             return self.retriever.retrieve(question, top_k or self.settings.top_k)
 
     def context(self, question: str, top_k: int | None = None) -> tuple[list[Passage], list[Passage]]:
@@ -197,6 +232,7 @@ class RAG:
         question = self._check(question)
         if self.corpus is not None:
             with self._write_lock:
+                self._sync()
                 fits = self.corpus.fits()
                 if fits:
                     shown = self.corpus.passages(question, self.settings.min_score)

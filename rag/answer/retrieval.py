@@ -65,10 +65,11 @@ class HybridRetriever:
         self.pool = pool
         self.rrf_k = rrf_k
         self._bm25 = None
-        self._bm25_key: tuple[int, int] | None = None
+        self._bm25_key: tuple[int, int, int] | None = None
 
     def _bm25_retriever(self, top: int):
-        key = (self.store.manifest.next_id, len(self.store.chunks))
+        # the generation too: a store reloaded in place (another process saved) may hold other chunks
+        key = (self.store.manifest.generation, self.store.manifest.next_id, len(self.store.chunks))
         if self._bm25 is None or self._bm25_key != key:
             from llama_index.core.schema import TextNode
             from llama_index.retrievers.bm25 import BM25Retriever

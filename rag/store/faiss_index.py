@@ -4,92 +4,103 @@ Layout of an index directory:
     manifest.json        format version, embedding model, dimension, chunk settings, generation, next id
     vectors.<gen>.faiss  FAISS index over inner product (cosine on normalised vectors), ids = chunk ids
     records.<gen>.json   documents and chunks
+    .lock                the directory lock (filelock): held by a process while it saves and cleans up
 
 A save writes the generation's data files first and then replaces manifest.json with os.replace,
 which is atomic: a crash at any point leaves a manifest that names complete files. FAISS ids come
 from `next_id`, which only grows and is persisted, so an id is never reused after a deletion
 (llama-index's FaissMapVectorStore takes ids from `ntotal` and does reuse them).
 
-Index types (chosen when the store is saved, so a whole ingest is converted at most once):
-    flat  IndexIDMap2(IndexFlatIP): exact; the scan costs ~0.33 µs per vector per query (3 ms at 10k).
-    ivf   IndexIVFFlat (inverted lists carry the chunk ids; add_with_ids and remove_ids are native):
-          same memory as flat, ~3 ms per query at 1M with recall@10 ~0.998 (docs/performance.md).
-    hnsw  IndexIDMap2(IndexHNSWFlat): HNSW cannot remove, so a deleted id becomes a tombstone that
-          searches skip (an IDSelector); the graph is rebuilt at save once tombstones pass 10%.
-          The tombstones are not stored: they are the ids in the graph that no chunk record has.
+Several processes may use one directory (`rag serve` while `rag ingest` runs elsewhere):
+    writers  save only while holding the directory lock, and only from the latest generation on disk
+             (`IndexStore.writing()` reloads a store that another process has moved on); so writes
+             are serialised and none is lost. Saving a stale store raises IndexChangedError.
+    readers  take no lock and delete nothing. They read manifest.json, then that generation's files;
+             a file removed meanwhile (the generation moved on) makes them re-read the manifest and
+             load the newer generation. `refresh()` reloads a long-lived store in place.
+    cleanup  after a save, under the lock: only generations older than the new one, and `.tmp-*`
+             files (no writer is writing while we hold the lock, so these are crash leftovers).
+
+Index types (chosen when the store is saved, so a whole ingest is converted at most once): flat,
+ivf and hnsw, described in rag/store/index_types.py.
 `auto` (the default) keeps flat below AUTO_ANN_MIN vectors and switches to IVF above, back to flat
 below AUTO_FLAT_BELOW; an `ivf` index is retrained when the corpus has grown ~4x since training.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import BinaryIO
 
 import faiss
 import numpy as np
+from filelock import FileLock, Timeout
 
 from rag.config import INDEX_TYPES
-from rag.errors import DocumentNotFound, IndexMismatchError, StoreError
+from rag.errors import DocumentNotFound, IndexChangedError, StoreError
+from rag.store.generations import (  # noqa: F401  (FORMAT_VERSION and MANIFEST, re-exported)
+    FORMAT_VERSION,
+    GENERATION_FILE,
+    MANIFEST,
+    DocRecord,
+    Manifest,
+    read_latest,
+    read_manifest,
+)
+from rag.store.index_types import (  # noqa: F401  (the policy constants, re-exported for bench/)
+    HNSW_EF_CONSTRUCTION,
+    HNSW_EF_SEARCH,
+    HNSW_M,
+    IVF_TRAIN_PER_LIST,
+    build_index,
+    index_kind,
+    ivf_contents,
+    ivf_nlist,
+    ivf_nprobe,
+    new_index,
+    tombstones,
+)
 from rag.types import Chunk, DocumentInfo
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-
+LOCK = ".lock"
+# A writer waits this long for another process's save (a save of 1M vectors takes tens of seconds).
+LOCK_TIMEOUT = 600.0
 # Policy, from bench/search.py on 2 cores (docs/performance.md). Flat search is exact and needs no
 # training, but scans ~0.33 µs per vector per query: 10 ms at ~30k vectors, 320 ms at 1M.
 AUTO_ANN_MIN = 30_000  # auto: flat below this many vectors, IVF from here on
 AUTO_FLAT_BELOW = 15_000  # auto: an ANN index shrunk (by deletions) below this goes back to flat
 IVF_MIN_VECTORS = 1_000  # forced "ivf": flat until there are enough vectors to train the lists
-IVF_TRAIN_PER_LIST = 40  # training sample: this many vectors per inverted list (faiss wants >= 39)
-HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 128  # 64 builds 2x faster but needs efSearch 256 for recall@10 0.99
-HNSW_EF_SEARCH = 128
 HNSW_MAX_DELETED = 0.10  # rebuild the graph at save when this fraction of it is tombstones
 
 
-@dataclass
-class Manifest:
-    embed_model: str
-    dim: int
-    chunk_size: int
-    chunk_overlap: int
-    format_version: int = FORMAT_VERSION
-    generation: int = 0
-    next_id: int = 0
-    metric: str = "inner_product"
-
-
-@dataclass
-class DocRecord:
-    id: str
-    source: str
-    chars: int
-    chunk_ids: list[int] = field(default_factory=list)
-
-
 class IndexStore:
-    """Vectors and records of one index directory. Not thread-safe by itself: RAG holds a lock."""
+    """Vectors and records of one index directory. Not thread-safe by itself: RAG holds a lock.
+    Safe across processes: writers serialise on the directory lock, readers need none (module docstring)."""
 
     def __init__(self, directory: Path, manifest: Manifest, index: faiss.Index,
                  documents: dict[str, DocRecord], chunks: dict[int, Chunk], index_type: str = "auto") -> None:
         self.directory = directory
+        self.index_type = index_type
+        # preserve_lock_file: the file stays, so every process locks the same inode
+        self._lock = FileLock(directory / LOCK, timeout=LOCK_TIMEOUT, preserve_lock_file=True)
+        self._install(manifest, index, documents, chunks)
+
+    def _install(self, manifest: Manifest, index: faiss.Index, documents: dict[str, DocRecord],
+                 chunks: dict[int, Chunk]) -> None:
+        """Make this store hold one generation's contents (at creation, and when refresh() reloads)."""
         self.manifest = manifest
         self.docs = documents
         self.chunks = chunks
         # source -> doc id, so re-ingesting F files into D documents is O(F), not O(F*D)
         self._by_source = {d.source: d.id for d in documents.values()}
-        self.index_type = index_type
         self._set_index(index)
-        if self.kind == "hnsw":  # tombstones: ids still in the graph whose chunk records are gone
-            in_graph = faiss.vector_to_array(index.id_map)
-            gone = ~np.isin(in_graph, np.fromiter(chunks, dtype=np.int64, count=len(chunks)))
-            self._deleted = set(in_graph[gone].tolist())
+        if self.kind == "hnsw":
+            self._deleted = tombstones(index, chunks)
 
     @property
     def index_type(self) -> str:
@@ -123,49 +134,56 @@ class IndexStore:
     def create(cls, directory: Path, embed_model: str, dim: int, chunk_size: int, chunk_overlap: int,
                index_type: str = "auto") -> "IndexStore":
         manifest = Manifest(embed_model=embed_model, dim=dim, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
-        return cls(Path(directory), manifest, _new_index(dim), {}, {}, index_type)
+        return cls(Path(directory), manifest, new_index(dim), {}, {}, index_type)
 
     @classmethod
     def open(cls, directory: Path, embed_model: str, dim: int, index_type: str = "auto") -> "IndexStore":
+        """Load the generation manifest.json names. Takes no lock and deletes nothing: another process
+        may be writing the next generation at this moment, and its files are not ours to judge."""
         directory = Path(directory)
+        return cls(directory, *read_latest(directory, embed_model, dim), index_type)
+
+    def disk_generation(self) -> int | None:
+        """The generation manifest.json names now (None before the first save). Reading one small
+        file is cheap enough to do before every question, to notice another process's save."""
+        return read_manifest(self.directory).generation if self.exists(self.directory) else None
+
+    def refresh(self) -> bool:
+        """Reload from disk, in place, if another process has saved since this store was loaded or
+        saved; return whether it did. In place, so whatever holds this store (retrievers, the BM25 and
+        whole-corpus caches, which key on the generation) sees the new contents. Changes made here and
+        not saved are dropped; RAG makes none outside writing()."""
+        generation = self.disk_generation()
+        if generation is None or generation == self.manifest.generation:
+            return False
+        self._install(*read_latest(self.directory, self.manifest.embed_model, self.manifest.dim))
+        return True
+
+    @contextmanager
+    def writing(self) -> Iterator[IndexStore]:
+        """Hold the directory lock, with this store brought up to the latest generation on disk; apply
+        a change and save() inside the block. Another process's writer waits for the block to end, and
+        then starts from this save, so no write is lost; readers keep the previous generation until the
+        manifest switch. Re-entrant within a thread. Do slow work (embedding) before entering."""
+        with self._locked():
+            self.refresh()
+            yield self
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
         try:
-            raw = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
-            manifest = Manifest(**raw)
-        except FileNotFoundError as exc:
-            raise StoreError(f"no index at {directory} (manifest.json missing)") from exc
-        except (OSError, ValueError, TypeError) as exc:
-            raise StoreError(f"index manifest {directory / MANIFEST} is unreadable: {exc}") from exc
-        if manifest.format_version != FORMAT_VERSION:
-            raise StoreError(
-                f"index at {directory} has format version {manifest.format_version}; this program reads "
-                f"version {FORMAT_VERSION}. Rebuild it: rag ingest PATH --index NEWDIR")
-        if manifest.embed_model != embed_model or manifest.dim != dim:
-            raise IndexMismatchError(
-                f"index at {directory} was built with embedding model {manifest.embed_model!r} "
-                f"(dimension {manifest.dim}) but the configured model is {embed_model!r} (dimension {dim}). "
-                f"Set RAG_EMBED_MODEL={manifest.embed_model} or build a new index with --index NEWDIR.")
-        gen = manifest.generation
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire()
+        except Timeout as exc:  # a TimeoutError, so an OSError: first
+            raise StoreError(f"another process has held the index lock {self.directory / LOCK} for more than "
+                             f"{LOCK_TIMEOUT:.0f} s; is an ingest still running?") from exc
+        except OSError as exc:
+            raise StoreError(f"could not lock the index in {self.directory}: {exc.strerror or exc}"
+                             f"{f' ({exc.filename})' if exc.filename else ''}") from exc
         try:
-            index = faiss.read_index(str(directory / f"vectors.{gen}.faiss"))
-            records = json.loads((directory / f"records.{gen}.json").read_text(encoding="utf-8"))
-        except (OSError, RuntimeError, ValueError) as exc:
-            raise StoreError(f"index files of generation {gen} in {directory} are missing or corrupt: {exc}") from exc
-        try:
-            docs = {d["id"]: DocRecord(**d) for d in records["documents"]}
-            chunks = {c["id"]: Chunk(**c) for c in records["chunks"]}
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise StoreError(f"index records of generation {gen} in {directory} are corrupt "
-                             f"({type(exc).__name__}: {exc}); rebuild: rag ingest PATH --index NEWDIR") from exc
-        try:
-            index_kind(index)
-        except StoreError as exc:
-            raise StoreError(f"index files of generation {gen} in {directory} are corrupt: {exc}") from exc
-        store = cls(directory, manifest, index, docs, chunks, index_type)
-        live = index.ntotal - len(store._deleted)
-        if live != len(chunks) or index.d != dim:
-            raise StoreError(f"index in {directory} is inconsistent: {live} vectors for {len(chunks)} chunks")
-        store._remove_stale_files()
-        return store
+            yield
+        finally:
+            self._lock.release()
 
     # -- changes ------------------------------------------------------------------------------
     def reserve_ids(self, count: int) -> int:
@@ -245,13 +263,23 @@ class IndexStore:
     # -- persistence --------------------------------------------------------------------------
     def save(self) -> None:
         """Write a new generation, then switch the manifest to it atomically. A write that fails (disk
-        full, read-only folder) leaves the previous generation in force and raises StoreError."""
-        try:
-            self._save()
-        except OSError as exc:
-            raise StoreError(f"could not save the index in {self.directory}: "
-                             f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}; "
-                             "the index on disk is unchanged since its last save") from exc
+        full, read-only folder) leaves the previous generation in force and raises StoreError.
+
+        Under the directory lock (re-entrant: writing() already holds it). A store loaded before
+        another process's save is refused with IndexChangedError: saving it would drop that save."""
+        with self._locked():
+            on_disk = self.disk_generation()
+            if on_disk is not None and on_disk != self.manifest.generation:
+                raise IndexChangedError(
+                    f"the index in {self.directory} is at generation {on_disk} on disk, but this store holds "
+                    f"generation {self.manifest.generation}: another process saved meanwhile. Make changes "
+                    "inside IndexStore.writing(), which reloads the latest generation first")
+            try:
+                self._save()
+            except OSError as exc:
+                raise StoreError(f"could not save the index in {self.directory}: "
+                                 f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}; "
+                                 "the index on disk is unchanged since its last save") from exc
 
     def _save(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -269,7 +297,7 @@ class IndexStore:
         manifest = Manifest(**{**asdict(self.manifest), "generation": gen})
         _write_atomic(self.directory / MANIFEST, json.dumps(asdict(manifest), indent=2).encode("utf-8"))
         self.manifest.generation = gen
-        self._remove_stale_files()
+        self._remove_old_generations()
 
     # -- index type ---------------------------------------------------------------------------
     def wanted_kind(self, n: int | None = None) -> str:
@@ -307,7 +335,7 @@ class IndexStore:
     def _live_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of every live chunk, ids ascending. Flat and HNSW storage are viewed, not copied."""
         if self.kind == "ivf":
-            ids, vectors = _ivf_contents(self.index)
+            ids, vectors = ivf_contents(self.index)
         else:
             inner = faiss.downcast_index(self.index.index)
             flat = inner.storage if isinstance(inner, faiss.IndexHNSW) else inner
@@ -323,91 +351,25 @@ class IndexStore:
             ids, vectors = ids[order], vectors[order]
         return ids, vectors
 
-    def _remove_stale_files(self) -> None:
-        keep = {f"vectors.{self.manifest.generation}.faiss", f"records.{self.manifest.generation}.json", MANIFEST}
+    def _remove_old_generations(self) -> None:
+        """Delete the files of generations older than the current one, and `.tmp-*` files.
+
+        Only called under the directory lock, right after a save: no writer is writing then, so a
+        `.tmp-*` file is a crashed writer's, and no reader will take an older generation from the
+        manifest any more. A reader that is still loading an older generation may see its file vanish;
+        it then re-reads the manifest and loads this one (_read_latest). That was chosen over keeping
+        the previous generation, which would double the index's disk use. A newer generation's files
+        (a writer killed before its manifest switch) are left alone: the next save writes that
+        generation again, replacing them."""
+        current = self.manifest.generation
         for path in self.directory.iterdir():
-            if path.name not in keep and (path.name.startswith(("vectors.", "records.")) or path.name.startswith(".tmp-")):
+            match = GENERATION_FILE.fullmatch(path.name)
+            older = match is not None and int(match.group(1) or match.group(2)) < current
+            if older or path.name.startswith(".tmp-"):
                 try:
                     path.unlink()
                 except OSError:
-                    pass
-
-
-
-
-def _new_index(dim: int) -> faiss.Index:
-    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-
-
-def index_kind(index: faiss.Index) -> str:
-    """"flat", "hnsw" or "ivf" for the three index layouts the store writes."""
-    if isinstance(index, faiss.IndexIDMap2):
-        inner = faiss.downcast_index(index.index)
-        if isinstance(inner, faiss.IndexHNSW):
-            return "hnsw"
-        if isinstance(inner, faiss.IndexFlat):
-            return "flat"
-    elif isinstance(index, faiss.IndexIVF):
-        return "ivf"
-    raise StoreError(f"unexpected FAISS index type {type(index).__name__}")
-
-
-def ivf_nlist(n: int) -> int:
-    """Inverted lists for n vectors: the power of two nearest 4*sqrt(n), with >= 39 vectors per list."""
-    if n < 39:
-        return 1
-    target = 2 ** round(math.log2(4 * math.sqrt(n)))
-    return max(1, min(target, 2 ** int(math.log2(n // 39))))
-
-
-def ivf_nprobe(nlist: int) -> int:
-    """Lists scanned per query: recall@10 >= 0.99 on clustered data at 10k..1M (bench/search.py)."""
-    return min(nlist, max(32, nlist // 64))
-
-
-def build_index(kind: str, dim: int, ids: np.ndarray, vectors: np.ndarray, seed: int = 0) -> faiss.Index:
-    """A new index of `kind` holding `vectors` under `ids` (the policy measured in docs/performance.md)."""
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
-    batch = 65_536
-    if kind == "flat":
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-    elif kind == "hnsw":
-        graph = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        graph.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-        graph.hnsw.efSearch = HNSW_EF_SEARCH
-        index = faiss.IndexIDMap2(graph)
-        batch = len(ids) or 1  # one call: HNSW adds in parallel within a call
-    elif kind == "ivf":
-        nlist = ivf_nlist(len(ids))
-        index = faiss.index_factory(dim, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
-        sample = min(len(ids), IVF_TRAIN_PER_LIST * nlist)
-        rows = np.sort(np.random.default_rng(seed).choice(len(ids), sample, replace=False))
-        index.cp.seed = seed
-        index.train(np.ascontiguousarray(vectors[rows], dtype=np.float32))
-        index.nprobe = ivf_nprobe(nlist)
-    else:
-        raise ValueError(f"unknown index kind {kind!r}")
-    for start in range(0, len(ids), batch):
-        index.add_with_ids(np.ascontiguousarray(vectors[start:start + batch], dtype=np.float32), ids[start:start + batch])
-    return index
-
-
-def _ivf_contents(index: faiss.IndexIVF) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, vectors) stored in the inverted lists of an IndexIVFFlat."""
-    lists = index.invlists
-    dim = index.d
-    ids = np.empty(index.ntotal, dtype=np.int64)
-    vectors = np.empty((index.ntotal, dim), dtype=np.float32)
-    pos = 0
-    for lst in range(index.nlist):
-        size = lists.list_size(lst)
-        if size == 0:
-            continue
-        ids[pos:pos + size] = faiss.rev_swig_ptr(lists.get_ids(lst), size)
-        codes = faiss.rev_swig_ptr(lists.get_codes(lst), size * lists.code_size)
-        vectors[pos:pos + size] = np.frombuffer(codes, dtype=np.float32).reshape(size, dim)
-        pos += size
-    return ids[:pos], vectors[:pos]
+                    pass  # e.g. held open by a reader on Windows: a later save removes it
 
 
 def _write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
