@@ -4,7 +4,7 @@ Layout of an index directory:
     manifest.json        format version, embedding model, dimension, chunk settings, generation, next id
     vectors.<gen>.faiss  FAISS index over inner product (cosine on normalised vectors), ids = chunk ids
     records.<gen>.json   documents and chunks
-    .lock                the directory lock (filelock): held by a process while it saves and cleans up
+    .lock                the directory lock (filelock), held by a process while it saves and cleans up
 
 A save writes the generation's data files first and then replaces manifest.json with os.replace,
 which is atomic: a crash at any point leaves a manifest that names complete files. FAISS ids come
@@ -86,8 +86,7 @@ class IndexStore:
                  documents: dict[str, DocRecord], chunks: dict[int, Chunk], index_type: str = "auto") -> None:
         self.directory = directory
         self.index_type = index_type
-        # preserve_lock_file: the file stays, so every process locks the same inode
-        self._lock = FileLock(directory / LOCK, timeout=LOCK_TIMEOUT, preserve_lock_file=True)
+        self._lock = FileLock(directory / LOCK, timeout=LOCK_TIMEOUT)
         self._install(manifest, index, documents, chunks)
 
     def _install(self, manifest: Manifest, index: faiss.Index, documents: dict[str, DocRecord],
