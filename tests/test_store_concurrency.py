@@ -24,6 +24,7 @@ from rag.types import Chunk
 from tests.store_worker import EMB, expected_state, open_rag, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the worker forks its processes (POSIX)")
 
 
 class Worker:
