@@ -111,3 +111,27 @@ def test_search_scores_are_cosine(tmp_path):
     (chunk, score), = s.search(EMB.embed(["apples grow on trees"])[0], 5)
     assert score == pytest.approx(1.0, abs=1e-5)
     assert np.isfinite(score)
+
+
+def test_a_write_that_fails_leaves_the_store_as_on_disk(tmp_path, monkeypatch):
+    """Inside writing(), a failed save reloads the store: it must not go on serving (and later save
+    unasked) a change that is on no disk."""
+    s = IndexStore.create(tmp_path, EMB.name, EMB.dim, 100, 1)
+    add_doc(s, "a", ["apples grow on trees"])
+    s.save()
+
+    def disk_full(src, dst):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(store_mod.os, "replace", disk_full)
+        with pytest.raises(StoreError, match="could not save"), s.writing():
+            add_doc(s, "b", ["cars drive on roads"])
+            s.save()
+    assert [d.id for d in s.documents()] == ["a"] and len(s.chunks) == 1 and s.index.ntotal == 1
+    with pytest.raises(DocumentNotFound), s.writing():  # nothing changed: no reload needed
+        s.remove("zzz")
+    with s.writing():
+        add_doc(s, "c", ["violins play music"])
+        s.save()
+    assert [d.id for d in IndexStore.open(tmp_path, EMB.name, EMB.dim).documents()] == ["a", "c"]

@@ -95,6 +95,7 @@ class IndexStore:
         self.manifest = manifest
         self.docs = documents
         self.chunks = chunks
+        self._dirty = False  # changed since loaded or saved
         # source -> doc id, so re-ingesting F files into D documents is O(F), not O(F*D)
         self._by_source = {d.source: d.id for d in documents.values()}
         self._set_index(index)
@@ -163,10 +164,19 @@ class IndexStore:
         """Hold the directory lock, with this store brought up to the latest generation on disk; apply
         a change and save() inside the block. Another process's writer waits for the block to end, and
         then starts from this save, so no write is lost; readers keep the previous generation until the
-        manifest switch. Re-entrant within a thread. Do slow work (embedding) before entering."""
+        manifest switch. Re-entrant within a thread. Do slow work (embedding) before entering.
+
+        A block that fails after changing the store (a save refused by a full disk, a change that
+        broke half-way) leaves it reloaded from disk: holding changes no process can see would serve
+        them until a later save wrote them unasked, or a reload dropped them."""
         with self._locked():
             self.refresh()
-            yield self
+            try:
+                yield self
+            except BaseException:
+                if self._dirty and self.exists(self.directory):
+                    self._install(*read_latest(self.directory, self.manifest.embed_model, self.manifest.dim))
+                raise
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -189,6 +199,7 @@ class IndexStore:
         """Hand out `count` fresh ids; ids only grow, so a deleted chunk's id is never reused."""
         first = self.manifest.next_id
         self.manifest.next_id += count
+        self._dirty = True
         return first
 
     def add(self, doc_id: str, source: str, chars: int, chunks: list[Chunk], vectors: np.ndarray) -> None:
@@ -197,6 +208,7 @@ class IndexStore:
         if vectors.shape[1:] != (self.manifest.dim,):
             raise ValueError(f"vectors have shape {vectors.shape}, expected (n, {self.manifest.dim})")
         ids = np.array([c.id for c in chunks], dtype=np.int64)
+        self._dirty = True
         if len(ids):
             self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
         self.docs[doc_id] = DocRecord(id=doc_id, source=source, chars=chars, chunk_ids=[int(i) for i in ids])
@@ -208,6 +220,7 @@ class IndexStore:
         record = self.docs.pop(doc_id, None)
         if record is None:
             raise DocumentNotFound(f"no document with id {doc_id!r}; `rag list` shows the ids")
+        self._dirty = True
         if self._by_source.get(record.source) == doc_id:
             del self._by_source[record.source]
         if record.chunk_ids and self.kind == "hnsw":
@@ -296,6 +309,7 @@ class IndexStore:
         manifest = Manifest(**{**asdict(self.manifest), "generation": gen})
         _write_atomic(self.directory / MANIFEST, json.dumps(asdict(manifest), indent=2).encode("utf-8"))
         self.manifest.generation = gen
+        self._dirty = False
         self._remove_old_generations()
 
     # -- index type ---------------------------------------------------------------------------
