@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.errors import IndexChangedError
+from rag.errors import IndexChangedError, StoreError
 from rag.ingest import loading
 from rag.ingest.chunking import SentenceChunker
 from rag.store import faiss_index as store_mod
@@ -222,3 +222,14 @@ def test_kill_9_during_saves_leaves_a_whole_generation(worker, tmp_path):
         assert t["lock_wait"] < 1.0, t  # the OS released the killed writer's lock
     assert trials[-1]["generation"] > trials[0]["generation"] > 0  # the trials did save between kills
     assert expected_state(trials[-1]["generation"]) == snapshot(str(tmp_path / "index"))["docs"]
+
+
+def test_a_writer_that_waits_too_long_for_the_lock_says_which_lock(index):
+    from filelock import FileLock
+
+    store = IndexStore.open(index, EMB.name, EMB.dim)
+    store._lock.timeout = 0.2
+    with FileLock(index / store_mod.LOCK):  # another writer holds the directory
+        with pytest.raises(StoreError, match=r"held the index lock .*\.lock for more than 0.2 s"):
+            store.save()
+    store.save()  # and once it is free, the save goes through

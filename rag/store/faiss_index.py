@@ -185,7 +185,7 @@ class IndexStore:
             self._lock.acquire()
         except Timeout as exc:  # a TimeoutError, so an OSError: first
             raise StoreError(f"another process has held the index lock {self.directory / LOCK} for more than "
-                             f"{LOCK_TIMEOUT:.0f} s; is an ingest still running?") from exc
+                             f"{self._lock.timeout:g} s; is an ingest still running?") from exc
         except OSError as exc:
             raise StoreError(f"could not lock the index in {self.directory}: {exc.strerror or exc}"
                              f"{f' ({exc.filename})' if exc.filename else ''}") from exc
