@@ -8,7 +8,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Document:
-    """A loaded source file. `id` is the content hash, so the same bytes always get the same id."""
+    """A loaded source file. `id` hashes its path and contents (`loading.document_id`): one file, one document."""
 
     id: str
     source: str

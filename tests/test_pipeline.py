@@ -95,20 +95,22 @@ def test_many_files_are_embedded_in_few_batches_and_each_chunk_keeps_its_own_vec
     rag = make_rag(embedder=embedder)
     folder = tmp_path / "notes"
     folder.mkdir()
-    for i in range(25):  # one chunk each; the same text twice must count once
+    for i in range(25):  # one chunk each; a copy at another path is a document of its own
         (folder / f"n{i:02d}.txt").write_text(f"Note {i} says the {['red', 'blue', 'green'][i % 3]} boat left on day {i}.")
     (folder / "copy.txt").write_text("Note 3 says the red boat left on day 3.")
     embedder.calls.clear()
     report = rag.add([folder])
-    assert len(report.added) == 25 and len(report.unchanged) == 1
-    assert [len(c) for c in embedder.calls] == [10, 10, 5]
+    assert len(report.added) == 26 and not report.unchanged
+    assert [len(c) for c in embedder.calls] == [10, 10, 6]
     # every stored vector is the vector of its own chunk text, whatever batch it came in
     for record in rag.store.docs.values():
         (cid,) = record.chunk_ids
         stored = rag.store.index.reconstruct(cid)
         assert (stored == embedder.embed([rag.store.chunks[cid].text])[0]).all()
     ids = [cid for d in rag.store.docs.values() for cid in d.chunk_ids]
-    assert len(set(ids)) == 25
+    assert len(set(ids)) == 26
+    calls = len(embedder.calls)
+    assert len(rag.add([folder]).unchanged) == 26 and len(embedder.calls) == calls  # nothing embedded again
     assert rag.retrieve("When did the boat leave on day 17?")[0].chunk.source.endswith("n17.txt")
 
 

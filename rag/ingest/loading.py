@@ -36,8 +36,11 @@ def discover(paths: Iterable[str | Path], skip: Iterable[str] = ()) -> Iterator[
                 yield child
 
 
-def content_id(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:16]
+def document_id(source: str, data: bytes) -> str:
+    """A document is one file: its id hashes the path and the contents. The same contents at two paths
+    are two documents (deleting one never removes the other), and an edited file replaces the document
+    at its path whatever the new contents, even when they equal another file's."""
+    return hashlib.sha256(source.encode("utf-8", "surrogateescape") + b"\0" + data).hexdigest()[:16]
 
 
 def load(path: Path) -> Document:
@@ -66,7 +69,8 @@ def load(path: Path) -> Document:
     if not text.strip():
         reason = "PDF has no text layer (scanned image?)" if ext == ".pdf" else "no text found in file"
         raise LoadError(name, reason)
-    return Document(id=content_id(data), source=str(path.resolve()), text=text, page_starts=page_starts)
+    source = str(path.resolve())
+    return Document(id=document_id(source, data), source=source, text=text, page_starts=page_starts)
 
 
 def _decode(name: str, data: bytes) -> str:
