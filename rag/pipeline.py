@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from llama_index.core.llms import LLM
@@ -38,6 +38,7 @@ from rag.types import (
     Document,
     DocumentInfo,
     FileFailure,
+    IngestEvent,
     IngestReport,
     Passage,
 )
@@ -98,42 +99,82 @@ class RAG:
         return rag
 
     # -- ingest -------------------------------------------------------------------------------
-    def add(self, paths: Iterable[str | Path], *, progress: bool = False, only_supported: bool = False) -> IngestReport:
-        """Index files and folders. Bad files are reported and skipped; the rest are saved in one atomic step."""
+    def add(self, paths: Iterable[str | Path], *, progress: bool = False, only_supported: bool = False,
+            on_event: Callable[[IngestEvent], None] | None = None) -> IngestReport:
+        """Index files and folders. Bad files are reported and skipped. The index is saved after every
+        embedding batch (~EMBED_BATCH_CHUNKS chunks), and the files already read are saved before a Ctrl-C
+        or a crash while reading a file goes on up, so a late failure keeps the files before it.
+        `on_event` hears each file as it is read and its outcome (added/replaced once saved)."""
         report = IngestReport()
         files = list(loading.discover(paths))
         if only_supported:
             files = [f for f in files if f.suffix.lower() in loading.SUPPORTED_EXTENSIONS]
+        limits = loading.Limits.of(self.settings)
+        total, done = len(files), 0
+
+        def tell(step: str, path: str, reason: str = "", info: DocumentInfo | None = None) -> None:
+            if on_event is not None:
+                on_event(IngestEvent(step, path, done, total, reason, info))  # type: ignore[arg-type]
+
+        def fail(path: str, reason: str) -> None:
+            nonlocal done
+            report.failed.append(FileFailure(path=path, reason=reason))
+            done += 1
+            tell("failed", path, reason)
+
+        def flush() -> None:
+            """Embed and store the pending files, save, and only then count them as added."""
+            nonlocal done
+            stored = self._store_pending(pending, progress)
+            if stored:
+                self.store.save()
+            for step, info in stored:
+                getattr(report, step).append(info)
+                done += 1
+                tell(step, info.source, info=info)
+
         with self._write_lock:
             pending: list[tuple[Document, list[Chunk]]] = []
-            changed = False
             for path in files:
+                tell("reading", str(path))
                 try:
-                    doc = loading.load(path)
+                    doc = loading.load(path, limits)
+                    if doc.id in self.store.docs or any(doc.id == d.id for d, _ in pending):
+                        report.unchanged.append(doc.id)
+                        done += 1
+                        tell("unchanged", str(path))
+                        continue
+                    # ids are handed out at split time, so chunks waiting for their vectors never share one
+                    chunks = self.chunker.split(doc, first_id=self.store.manifest.next_id)
                 except LoadError as exc:
-                    report.failed.append(FileFailure(path=exc.path, reason=exc.reason))
+                    fail(exc.path, exc.reason)
                     continue
-                if doc.id in self.store.docs or any(doc.id == d.id for d, _ in pending):
-                    report.unchanged.append(doc.id)
+                except BaseException:  # Ctrl-C or a crash on this file: keep the files read before it
+                    flush()
+                    raise
+                if len(chunks) > self.settings.max_file_chunks:
+                    fail(str(path), f"splits into {len(chunks):,} chunks, more than the "
+                                    f"{self.settings.max_file_chunks:,} limit (setting max_file_chunks)")
                     continue
-                # ids are handed out at split time, so chunks waiting for their vectors never share one
-                chunks = self.chunker.split(doc, first_id=self.store.manifest.next_id)
                 self.store.reserve_ids(len(chunks))
                 pending.append((doc, chunks))
                 if sum(len(c) for _, c in pending) >= EMBED_BATCH_CHUNKS:
-                    changed |= self._store_pending(pending, report, progress)
-            changed |= self._store_pending(pending, report, progress)
-            if changed or not IndexStore.exists(self.store.directory):
+                    flush()
+            flush()
+            if not IndexStore.exists(self.store.directory):
                 self.store.save()
         return report
 
-    def _store_pending(self, pending: list[tuple[Document, list[Chunk]]], report: IngestReport, progress: bool) -> bool:
+    def _store_pending(self, pending: list[tuple[Document, list[Chunk]]],
+                       progress: bool) -> list[tuple[str, DocumentInfo]]:
         """Embed the chunks of several files in one call (the model is ~99% of ingest time and works
-        best on full, length-sorted batches), then add each document in order. Empties `pending`."""
+        best on full, length-sorted batches), then add each document in order. Empties `pending`;
+        returns ("added" | "replaced", info) for each document."""
         if not pending:
-            return False
+            return []
         vectors = self.embedder.embed([c.text for _, chunks in pending for c in chunks], progress=progress)
         at = 0
+        stored: list[tuple[str, DocumentInfo]] = []
         for doc, chunks in pending:
             old = self.store.doc_for_source(doc.source)
             if old is not None:
@@ -141,9 +182,9 @@ class RAG:
             self.store.add(doc.id, doc.source, len(doc.text), chunks, vectors[at:at + len(chunks)])
             at += len(chunks)
             info = DocumentInfo(id=doc.id, source=doc.source, chunks=len(chunks), chars=len(doc.text))
-            (report.replaced if old is not None else report.added).append(info)
+            stored.append(("replaced" if old is not None else "added", info))
         pending.clear()
-        return True
+        return stored
 
     def delete(self, doc_id: str) -> DocumentInfo:
         with self._write_lock:
