@@ -1,3 +1,6 @@
+import os
+import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -78,9 +81,6 @@ def test_discover_recurses_skips_hidden_and_rejects_missing(tmp_path):
 
 
 # -- bounded and named: hostile inputs (issue 12) ------------------------------------------------------
-import os  # noqa: E402
-import time  # noqa: E402
-import zipfile  # noqa: E402
 
 
 def _zip_docx(path, member_bytes: int, level: int = 1):

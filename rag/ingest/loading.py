@@ -275,7 +275,7 @@ def _pdf_pages(name: str, path: Path, max_chars: int) -> list[str]:
         raise
     except FileNotDecryptedError as exc:
         raise LoadError(name, "PDF is encrypted (password-protected); save a copy without the password") from exc
-    except Exception as exc:  # noqa: BLE001 - pypdf raises many types for a damaged file
+    except Exception as exc:  # pypdf raises many types for a damaged file
         raise LoadError(name, f"cannot parse PDF ({type(exc).__name__}: {exc})") from exc
     return pages
 
@@ -288,7 +288,7 @@ def _docx_text(path: Path) -> str:
 
     try:
         return docx2txt.process(path)
-    except Exception as exc:  # noqa: BLE001 - zipfile / xml errors for a damaged file
+    except Exception as exc:  # zipfile / xml errors for a damaged file
         raise LoadError(str(path), f"cannot parse DOCX ({type(exc).__name__}: {exc})") from exc
 
 
