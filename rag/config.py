@@ -129,9 +129,9 @@ class Settings(BaseSettings):
     # 10,000 is ~10 min for one file; 5M characters of prose are ~5k chunks at chunk_size 160.
     max_file_chunks: int = Field(10_000, ge=1, le=10_000_000)
     # Zip-based files (.docx): the members' total size once unzipped, and the expansion of any member
-    # over 1 MB, both read from the zip directory before a byte is inflated. docx2txt holds the XML
-    # tree in memory: 100 MB of document.xml peaked at 1.1 GB RSS (14 s). 100x is Apache POI's
-    # ZipSecureFile default; Word's own document.xml compresses ~5-15x.
+    # over 1 MB, both read from the zip directory before a byte is inflated. A .docx's XML is streamed
+    # (rag/ingest/loading.py), but 100 MB of it still takes ~8 s to parse; a 1,000-page book's
+    # document.xml is ~30 MB. 100x is Apache POI's ZipSecureFile default; Word's own XML compresses ~5-15x.
     max_unzipped_mb: int = Field(100, ge=1, le=10_000)
     max_zip_ratio: float = Field(100.0, ge=2.0, le=100_000.0)
 

@@ -216,3 +216,34 @@ def test_permission_denied_is_named(tmp_path):
     p.chmod(0)
     with pytest.raises(LoadError, match="permission denied"):
         loading.load(p)
+
+
+def test_docx_is_streamed_with_headers_tabs_breaks_and_tables_and_stops_at_the_char_limit(tmp_path):
+    ns = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
+    body = ('<w:p><w:r><w:t xml:space="preserve">A </w:t><w:tab/><w:t>b</w:t><w:br/><w:t>c</w:t></w:r></w:p>'
+            '<w:tbl><w:tr><w:tc><w:p><w:r><w:t>cell</w:t></w:r></w:p></w:tc></w:tr></w:tbl>')
+    p = tmp_path / "parts.docx"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("word/header1.xml", f"<w:hdr {ns}><w:p><w:r><w:t>HEADER</w:t></w:r></w:p></w:hdr>")
+        z.writestr("word/document.xml", f"<w:document {ns}><w:body>{body * 500}</w:body></w:document>")
+        z.writestr("word/footer1.xml", f"<w:ftr {ns}><w:p><w:r><w:t>FOOTER</w:t></w:r></w:p></w:ftr>")
+    text = loading.load(p).text  # what docx2txt gives for the same file
+    assert text.startswith("HEADER\n\nA \tb\nc\n\ncell\n\nA \t") and text.endswith("cell\n\nFOOTER")
+    limits = loading.Limits(max_chars=1_000, max_unzipped_bytes=2**20, max_zip_ratio=100)
+    with pytest.raises(LoadError, match="more than 1,000 characters of text"):
+        loading.load(p, limits)
+
+
+def test_permission_denied_is_named_even_as_root(tmp_path, monkeypatch):
+    import errno
+
+    p = tmp_path / "secret.txt"
+    p.write_text("hidden")
+
+    def denied(path, flags):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(loading.os, "open", denied)
+    with pytest.raises(LoadError) as err:
+        loading.load(p)
+    assert err.value.reason == "permission denied"
