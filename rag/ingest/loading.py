@@ -3,8 +3,8 @@
 Every input is bounded before it can cost much (docs/architecture.md, "Limits on input"): the file's
 size from `stat` before it is read, a .docx's unzipped size and expansion ratio from the zip
 directory before a member is inflated, the extracted text's length before it is chunked. Only regular
-files are opened (a FIFO would block the read forever). PDF goes through pypdf, DOCX is streamed;
-HTML is parsed with BeautifulSoup so that scripts, styles and markup never reach the index; text
+files are opened (a FIFO would block the read forever). PDF goes through pypdf; DOCX XML and HTML
+are streamed, so that scripts, styles and markup never reach the index and memory stays flat; text
 files must be UTF-8 (or UTF-16/UTF-32 with a byte-order mark).
 """
 from __future__ import annotations
@@ -142,7 +142,7 @@ def load(path: Path, limits: Limits | None = None) -> Document:
     elif ext == ".docx":
         pages = [_docx_text(name, path, limits.max_chars)]
     elif ext in (".html", ".htm"):
-        pages = [_html_text(_decode(name, data))]
+        pages = [_html_text(_decode(name, data), name, limits.max_chars)]
     else:
         pages = [_decode(name, data)]
     text, page_starts = _join_pages(pages, paged=ext == ".pdf")
@@ -333,32 +333,85 @@ def _docx_text(name: str, path: Path, max_chars: int) -> str:
 _HIDDEN_TAGS = frozenset({"script", "style", "noscript", "template", "iframe", "object", "embed", "svg", "head"})
 _BLOCK_TAGS = frozenset({"p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "section", "article",
                          "pre", "blockquote"})
-_BLOCK_END = object()
+# Elements that never have content or an end tag (the HTML standard's void elements).
+_VOID_TAGS = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "keygen", "link", "meta",
+                        "menuitem", "param", "source", "track", "wbr"})
 
 
-def _html_text(html: str) -> str:
-    """The visible text, a blank line after each block element. One walk over the tree with an explicit
-    stack: the old way (insert_after a separator behind every block tag) was quadratic in the nesting
-    depth, 8,000 nested <div>s took 6.2 s and 100,000 would take ~16 min; this takes ~1 s for 100,000
-    (docs/performance.md, "Nested HTML"), most of it the parse."""
-    from bs4 import BeautifulSoup, CData, NavigableString, Tag
+def _html_text(html: str, name: str = "", max_chars: int | None = None) -> str:
+    """The visible text, a blank line after each block element, stopped past max_chars.
 
-    soup = BeautifulSoup(html, "html.parser")
-    parts: list[str] = []
-    stack: list[object] = [soup]
-    while stack:
-        node = stack.pop()
-        if node is _BLOCK_END:
-            parts.append("\n\n")
-        elif isinstance(node, Tag):
-            if node.name in _HIDDEN_TAGS:
-                continue
-            if node.name in _BLOCK_TAGS:
-                stack.append(_BLOCK_END)
-            stack.extend(reversed(node.contents))
-        elif type(node) in (NavigableString, CData):  # not comments, doctypes or script text
-            parts.append(str(node))
-    text = re.sub(r"[^\S\n]+", " ", "".join(parts))
+    Streamed through the standard library's HTMLParser with a stack of open elements, no tree: an end
+    tag closes up to its most recent open element (as BeautifulSoup's html.parser builder does; unlike
+    it, <body> also ends an unclosed <head>, whose content would otherwise hide the page) and
+    everything inside script, style, head etc. is dropped. Why not BeautifulSoup, which this replaced:
+    its tree of a 20 MB page took 46 s and 1.6 GB, and `insert_after` behind every block tag was
+    quadratic in the nesting (8,000 nested <div>s 6.2 s, 100,000 ~16 min). Here both are linear
+    (docs/performance.md, "Hostile input": 100,000 nested <div>s in 0.8 s CPU, the 20 MB page in 8.8 s)."""
+    from html.parser import HTMLParser
+
+    limit = max_chars if max_chars is not None else 2**62
+
+    class Visible(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__(convert_charrefs=True)
+            self.parts: list[str] = []
+            self.chars = 0
+            self.open: list[str] = []
+            self.count: dict[str, int] = {}  # open elements by name: an end tag with none open is O(1)
+            self.hidden = 0  # open elements whose content is not shown
+
+        def add(self, text: str) -> None:
+            self.parts.append(text)
+            self.chars += len(text)
+            if self.chars > limit:
+                raise LoadError(name, f"has more than {limit:,} characters of text, more than the limit "
+                                      "(setting max_file_chars)")
+
+        def handle_starttag(self, tag: str, attrs: list) -> None:
+            if tag == "body" and self.count.get("head"):  # <body> ends an unclosed <head>, as browsers do
+                self.handle_endtag("head")
+            if tag in _VOID_TAGS:
+                if tag in _BLOCK_TAGS and not self.hidden:
+                    self.add("\n\n")
+                return
+            self.open.append(tag)
+            self.count[tag] = self.count.get(tag, 0) + 1
+            self.hidden += tag in _HIDDEN_TAGS
+
+        def handle_endtag(self, tag: str) -> None:
+            if self.count.get(tag):
+                while self.pop_open() != tag:
+                    pass
+
+        def pop_open(self) -> str:
+            tag = self.open.pop()
+            self.count[tag] -= 1
+            self.hidden -= tag in _HIDDEN_TAGS
+            if tag in _BLOCK_TAGS and not self.hidden:
+                self.add("\n\n")
+            return tag
+
+        def handle_data(self, data: str) -> None:
+            if not self.hidden:
+                self.add(data)
+
+        def unknown_decl(self, data: str) -> None:  # <![CDATA[...]]> is text, as BeautifulSoup has it
+            if data.startswith("CDATA[") and not self.hidden:
+                self.add(data[6:])
+
+    # Markup ends with ">", so after the last ">" a "<" can only be text. Python's HTMLParser (before
+    # 3.13.4, gh-135462) rescans to the end of the input from each such "<": 80,000 characters of
+    # "<a x<a x..." took 41 s (BeautifulSoup's html.parser builder too). Escaped, they take 0.1 s.
+    last = html.rfind(">") + 1
+    if "<" in html[last:]:
+        html = html[:last] + html[last:].replace("&", "&amp;").replace("<", "&lt;")
+    parser = Visible()
+    parser.feed(html)
+    parser.close()
+    while parser.open:
+        parser.pop_open()
+    text = re.sub(r"[^\S\n]+", " ", "".join(parser.parts))
     return re.sub(r"\s*\n\s*\n\s*", "\n\n", text).strip()
 
 
