@@ -57,7 +57,7 @@ def _deflated(path: Path, megabytes: int, level: int) -> Path:
 def build_corpus(folder: Path) -> tuple[set[str], dict[str, str]]:
     """The good file names, and each bad file's name with a fragment of the reason it must be given."""
     folder.mkdir()
-    good = {"good.txt", "good.md", "good.html", "good.pdf", "good.docx", "utf16.txt", "nested.html"}
+    good = {"good.txt", "good.md", "good.html", "good.pdf", "good.docx", "utf16.txt", "nested.html", "open-tags.html"}
     (folder / "good.txt").write_text("Cranes are tall wading birds that fly with their necks outstretched.")
     (folder / "good.md").write_text("# Herons\n\nHerons fly with their necks folded back.")
     (folder / "good.html").write_text("<html><body><h1>Storks</h1><p>Storks nest on chimneys.</p></body></html>")
@@ -66,6 +66,7 @@ def build_corpus(folder: Path) -> tuple[set[str], dict[str, str]]:
     (folder / "utf16.txt").write_bytes("Flamingos are pink from their food, caf\u00e9 au lait.".encode("utf-16"))
     n = 100_000
     (folder / "nested.html").write_text("<html><body>" + "<div>x" * n + "</div>" * n + "</body></html>")
+    (folder / "open-tags.html").write_text("<p>Tags never closed:</p>" + "<a x" * n)  # quadratic in HTMLParser
 
     bad: dict[str, str] = {}
 
