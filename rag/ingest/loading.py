@@ -268,8 +268,8 @@ def _pdf_pages(name: str, path: Path, max_chars: int) -> list[str]:
             text = page.extract_text() or ""
             chars += len(text)
             if chars > max_chars:
-                raise LoadError(name, f"has more than {max_chars:,} characters of text by page {number}, more than "
-                                      "the limit (setting max_file_chars)")
+                raise LoadError(name, f"has more than {max_chars:,} characters of text by page {number}, past the "
+                                      "limit (setting max_file_chars)")
             pages.append(text)
     except LoadError:
         raise
