@@ -126,3 +126,17 @@ def test_an_interrupted_ingest_says_which_files_are_saved(fake_open, tmp_path, c
     monkeypatch.setattr(loading, "load", real_load)
     assert cli.main(["list", "--index", str(fake_open)]) == 0
     assert "1 document(s)" in capsys.readouterr().out
+
+
+def test_a_fifo_and_a_link_loop_on_the_command_line_are_named(fake_open, tmp_path, capsys):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.txt")
+    os.symlink("loop.md", tmp_path / "loop.md")
+    good = tmp_path / "good.txt"
+    good.write_text("Cranes are tall birds.")
+    code = cli.main(["ingest", str(tmp_path / "pipe.txt"), str(tmp_path / "loop.md"), str(good), "--index", str(fake_open)])
+    out, err = capsys.readouterr()
+    assert code == cli.EXIT_PARTIAL and "good.txt" in out
+    assert "pipe.txt: is a named pipe (FIFO), not a regular file" in err
+    assert "loop.md: symbolic link loop" in err and "does not exist" not in err
