@@ -346,7 +346,7 @@ def _html_text(html: str, name: str = "", max_chars: int | None = None) -> str:
     it, <body> also ends an unclosed <head>, whose content would otherwise hide the page) and
     everything inside script, style, head etc. is dropped. Why not BeautifulSoup, which this replaced:
     its tree of a 20 MB page took 46 s and 1.6 GB, and `insert_after` behind every block tag was
-    quadratic in the nesting (8,000 nested <div>s 6.2 s, 100,000 ~16 min). Here both are linear
+    quadratic in the nesting (32,000 nested <div>s 70 s CPU, 100,000 ~11 min). Here both are linear
     (docs/performance.md, "Hostile input": 100,000 nested <div>s in 0.8 s CPU, the 20 MB page in 8.8 s)."""
     from html.parser import HTMLParser
 
