@@ -122,6 +122,18 @@ class Settings(BaseSettings):
     query_rewrite: QueryRewrite = "off"  # off | hyde (search with a hypothetical answer; one more LLM call)
     diversity: float = Field(0.0, ge=0.0, lt=1.0)  # MMR weight against near-duplicate passages; 0 = off
     cache_dir: Path = Field(default_factory=_default_cache_dir)
+    # Limits on one input file (docs/architecture.md, "Limits on input"); a file over one is skipped and
+    # named in the ingest report. 5M characters is ~800k words, a 2,500-page book (War and Peace has 3.2M).
+    max_file_chars: int = Field(5_000_000, ge=1_000, le=500_000_000)
+    # Chunks of one file: the embedder does ~16 chunks/s on 2 cores (45k chunks took 48 min), so
+    # 10,000 is ~10 min for one file; 5M characters of prose are ~5k chunks at chunk_size 160.
+    max_file_chunks: int = Field(10_000, ge=1, le=10_000_000)
+    # Zip-based files (.docx): the members' total size once unzipped, and the expansion of any member
+    # over 1 MB, both read from the zip directory before a byte is inflated. A .docx's XML is streamed
+    # (rag/ingest/loading.py), but 100 MB of it still takes ~8 s to parse; a 1,000-page book's
+    # document.xml is ~30 MB. 100x is Apache POI's ZipSecureFile default; Word's own XML compresses ~5-15x.
+    max_unzipped_mb: int = Field(100, ge=1, le=10_000)
+    max_zip_ratio: float = Field(100.0, ge=2.0, le=100_000.0)
 
     def __init__(self, **values: Any) -> None:
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from rag.types import (
     Document,
     DocumentInfo,
     FileFailure,
+    IngestEvent,
     IngestReport,
     Passage,
 )
@@ -100,39 +101,83 @@ class RAG:
         return rag
 
     # -- ingest -------------------------------------------------------------------------------
-    def add(self, paths: Iterable[str | Path], *, progress: bool = False, only_supported: bool = False) -> IngestReport:
-        """Index files and folders. Bad files are reported and skipped; the rest are saved in one atomic step.
+    def add(self, paths: Iterable[str | Path], *, progress: bool = False, only_supported: bool = False,
+            on_event: Callable[[IngestEvent], None] | None = None) -> IngestReport:
+        """Index files and folders. Bad files are reported and skipped. The index is saved after every
+        embedding batch (~EMBED_BATCH_CHUNKS chunks), and the files already read are saved before a Ctrl-C
+        or a crash while reading a file goes on up, so a late failure keeps the files before it.
+        `on_event` hears each file as it is read and its outcome (added/replaced once saved).
 
-        Loading, chunking and embedding (~99% of the time) happen before the directory lock is taken,
-        so another process's save is not held up by our model; only applying the documents and saving
-        hold it, on the latest generation on disk (IndexStore.writing). Chunk ids are handed out then,
-        under the lock: ids reserved earlier could have been used meanwhile by another process."""
+        Loading, chunking and embedding (~99% of the time) happen outside the directory lock, so another
+        process's save is not held up by our model; only applying a batch and saving hold it, on the
+        latest generation on disk (IndexStore.writing). Chunk ids are handed out then, under the lock:
+        ids reserved earlier could have been used meanwhile by another process."""
         report = IngestReport()
         files = list(loading.discover(paths))
         if only_supported:
             files = [f for f in files if f.suffix.lower() in loading.SUPPORTED_EXTENSIONS]
+        limits = loading.Limits.of(self.settings)
+        total, done = len(files), 0
+
+        def tell(step: str, path: str, reason: str = "", info: DocumentInfo | None = None) -> None:
+            if on_event is not None:
+                on_event(IngestEvent(step, path, done, total, reason, info))  # type: ignore[arg-type]
+
+        def fail(path: str, reason: str) -> None:
+            nonlocal done
+            report.failed.append(FileFailure(path=path, reason=reason))
+            done += 1
+            tell("failed", path, reason)
+
+        def flush() -> None:
+            """Embed the pending files, apply and save them under the lock, and only then count them."""
+            nonlocal done
+            embedded = self._embed(pending, progress)
+            if not embedded:
+                return
+            with self.store.writing():
+                stored = self._apply(embedded)
+                if any(step != "unchanged" for step, _ in stored):
+                    self.store.save()
+            for step, info in stored:
+                if step == "unchanged":  # another process saved the same file meanwhile
+                    report.unchanged.append(info.id)
+                else:
+                    getattr(report, step).append(info)
+                done += 1
+                tell(step, info.source, info=info)
+
         with self._write_lock:
             self._sync()  # what other processes saved counts as unchanged too
             pending: list[tuple[Document, list[Chunk]]] = []
-            embedded: list[tuple[Document, list[Chunk], np.ndarray]] = []
             seen: set[str] = set()
             for path in files:
+                tell("reading", str(path))
                 try:
-                    doc = loading.load(path)
+                    doc = loading.load(path, limits)
+                    if doc.id in self.store.docs or doc.id in seen:
+                        report.unchanged.append(doc.id)
+                        done += 1
+                        tell("unchanged", str(path))
+                        continue
+                    chunks = self.chunker.split(doc)  # ids 0..n-1 until _apply numbers them
                 except LoadError as exc:
-                    report.failed.append(FileFailure(path=exc.path, reason=exc.reason))
+                    fail(exc.path, exc.reason)
                     continue
-                if doc.id in self.store.docs or doc.id in seen:
-                    report.unchanged.append(doc.id)
+                except BaseException:  # Ctrl-C or a crash on this file: keep the files read before it
+                    flush()
+                    raise
+                if len(chunks) > self.settings.max_file_chunks:
+                    fail(str(path), f"splits into {len(chunks):,} chunks, more than the "
+                                    f"{self.settings.max_file_chunks:,} limit (setting max_file_chunks)")
                     continue
                 seen.add(doc.id)
-                pending.append((doc, self.chunker.split(doc)))  # ids 0..n-1 until _apply numbers them
+                pending.append((doc, chunks))
                 if sum(len(c) for _, c in pending) >= EMBED_BATCH_CHUNKS:
-                    embedded += self._embed(pending, progress)
-            embedded += self._embed(pending, progress)
-            with self.store.writing():
-                changed = self._apply(embedded, report)
-                if changed or not IndexStore.exists(self.store.directory):
+                    flush()
+            flush()
+            if not IndexStore.exists(self.store.directory):
+                with self.store.writing():
                     self.store.save()
         return report
 
@@ -150,14 +195,15 @@ class RAG:
         pending.clear()
         return out
 
-    def _apply(self, embedded: list[tuple[Document, list[Chunk], np.ndarray]], report: IngestReport) -> bool:
+    def _apply(self, embedded: list[tuple[Document, list[Chunk], np.ndarray]]) -> list[tuple[str, DocumentInfo]]:
         """Add embedded documents to the store, which writing() has just brought up to date: fresh ids
         for their chunks; a document with the same source replaced; one that another process added
-        meanwhile left as it is. Returns whether anything changed."""
-        changed = False
+        meanwhile left as it is. Returns ("added" | "replaced" | "unchanged", info) for each document."""
+        stored: list[tuple[str, DocumentInfo]] = []
         for doc, chunks, vectors in embedded:
+            info = DocumentInfo(id=doc.id, source=doc.source, chunks=len(chunks), chars=len(doc.text))
             if doc.id in self.store.docs:
-                report.unchanged.append(doc.id)
+                stored.append(("unchanged", info))
                 continue
             first = self.store.reserve_ids(len(chunks))
             chunks = [replace(c, id=first + i) for i, c in enumerate(chunks)]
@@ -165,10 +211,8 @@ class RAG:
             if old is not None:
                 self.store.remove(old)
             self.store.add(doc.id, doc.source, len(doc.text), chunks, vectors)
-            info = DocumentInfo(id=doc.id, source=doc.source, chunks=len(chunks), chars=len(doc.text))
-            (report.replaced if old is not None else report.added).append(info)
-            changed = True
-        return changed
+            stored.append(("replaced" if old is not None else "added", info))
+        return stored
 
     def delete(self, doc_id: str) -> DocumentInfo:
         with self._write_lock, self.store.writing():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,20 @@ class DocumentInfo:
 class FileFailure:
     path: str
     reason: str
+
+
+@dataclass(frozen=True)
+class IngestEvent:
+    """One step of `RAG.add`, told as it happens: `reading` a file (before it is read: a file that
+    stalls is the last one named), then its outcome once final: `added`/`replaced` (only after the save
+    that keeps it), `unchanged`, or `failed` with the reason. `done` files of `total` are finished."""
+
+    step: Literal["reading", "added", "replaced", "unchanged", "failed"]
+    path: str
+    done: int
+    total: int
+    reason: str = ""
+    info: DocumentInfo | None = None
 
 
 @dataclass

@@ -92,3 +92,51 @@ def test_corrupt_records_are_one_line_with_the_way_out(fake_open, capsys):
     assert cli.main(["list", "--index", str(fake_open)]) == cli.EXIT_ERROR
     err = capsys.readouterr().err
     assert "corrupt" in err and "rag ingest PATH --index NEWDIR" in err and len(err.strip().splitlines()) == 1
+
+
+def test_file_names_are_printed_escaped_so_they_cannot_forge_a_line(fake_open, tmp_path, capsys):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "evil\nadded     0000  fake.txt").write_bytes(b"\x00\x00")
+    (tmp_path / "docs" / "bell\x07.txt").write_text("Cranes are tall birds.")
+    assert cli.main(["ingest", str(tmp_path / "docs"), "--index", str(fake_open)]) == cli.EXIT_PARTIAL
+    out, err = capsys.readouterr()
+    assert "\x07" not in out and "bell\\x07.txt'" in out
+    lines = err.splitlines()
+    assert len(lines) == 2 and "evil\\nadded     0000  fake.txt'" in lines[0] and "binary" in lines[0]
+
+
+def test_an_interrupted_ingest_says_which_files_are_saved(fake_open, tmp_path, capsys, monkeypatch):
+    from rag.ingest import loading
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("Cranes are tall birds.")
+    (tmp_path / "docs" / "b.txt").write_text("Herons are grey birds.")
+    real_load = loading.load
+
+    def load(path, limits=None):
+        if path.name == "b.txt":
+            raise KeyboardInterrupt
+        return real_load(path, limits)
+
+    monkeypatch.setattr(loading, "load", load)
+    assert cli.main(["ingest", str(tmp_path / "docs"), "--index", str(fake_open)]) == 130
+    out, err = capsys.readouterr()
+    assert "a.txt" in out and "b.txt" not in out
+    assert "interrupted; the 1 file(s) reported as added or replaced above are saved" in err
+    monkeypatch.setattr(loading, "load", real_load)
+    assert cli.main(["list", "--index", str(fake_open)]) == 0
+    assert "1 document(s)" in capsys.readouterr().out
+
+
+def test_a_fifo_and_a_link_loop_on_the_command_line_are_named(fake_open, tmp_path, capsys):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.txt")
+    os.symlink("loop.md", tmp_path / "loop.md")
+    good = tmp_path / "good.txt"
+    good.write_text("Cranes are tall birds.")
+    code = cli.main(["ingest", str(tmp_path / "pipe.txt"), str(tmp_path / "loop.md"), str(good), "--index", str(fake_open)])
+    out, err = capsys.readouterr()
+    assert code == cli.EXIT_PARTIAL and "good.txt" in out
+    assert "pipe.txt: is a named pipe (FIFO), not a regular file" in err
+    assert "loop.md: symbolic link loop" in err and "does not exist" not in err

@@ -252,3 +252,49 @@ def test_document_order_sorts_retrieved_passages_by_position(make_rag):
     rag.add([SEED_ARTICLE])
     ranked, shown = rag.context("Russia instructors Niger base drones")
     assert [p.start for p in shown] == sorted(p.start for p in ranked)
+
+
+def test_each_embedding_batch_is_saved_and_a_late_interrupt_keeps_the_files_before_it(make_rag, settings, tmp_path,
+                                                                                     monkeypatch):
+    from rag import pipeline
+    from rag.ingest import loading
+    from rag.pipeline import RAG
+    from rag.testing import FakeEmbedder, FakeLLM
+
+    monkeypatch.setattr(pipeline, "EMBED_BATCH_CHUNKS", 3)  # n0-n2 are one batch; n3 waits for its batch
+    rag = make_rag()
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for i in range(5):
+        (folder / f"n{i}.txt").write_text(f"Note {i} is about the {['red', 'blue', 'green'][i % 3]} boat.")
+    real_load = loading.load
+
+    def load(path, limits=None):
+        if path.name == "n4.txt":  # Ctrl-C while the last file is read: n0-n3 were read before it
+            raise KeyboardInterrupt
+        return real_load(path, limits)
+
+    monkeypatch.setattr(loading, "load", load)
+    events = []
+    with pytest.raises(KeyboardInterrupt):
+        rag.add([folder], on_event=events.append)
+    saved = [Path(e.path).name for e in events if e.step == "added"]
+    assert saved == ["n0.txt", "n1.txt", "n2.txt", "n3.txt"]
+    assert [(e.step, Path(e.path).name, e.done) for e in events] == [
+        ("reading", "n0.txt", 0), ("reading", "n1.txt", 0), ("reading", "n2.txt", 0),
+        ("added", "n0.txt", 1), ("added", "n1.txt", 2), ("added", "n2.txt", 3),
+        ("reading", "n3.txt", 3), ("reading", "n4.txt", 3), ("added", "n3.txt", 4)]
+    assert {e.total for e in events} == {5}
+    reopened = RAG.open(settings=settings, embedder=FakeEmbedder(), llm=FakeLLM(), seed=False)
+    assert sorted(Path(d.source).name for d in reopened.documents()) == saved
+
+
+def test_a_file_with_too_many_chunks_is_skipped_and_named(make_rag, tmp_path):
+    rag = make_rag(max_file_chunks=3, chunk_size=20)
+    (tmp_path / "long.txt").write_text(" ".join(f"Sentence {i} has a few words in it." for i in range(60)))
+    (tmp_path / "short.txt").write_text("A short note about cranes.")
+    report = rag.add([tmp_path])
+    assert [Path(d.source).name for d in report.added] == ["short.txt"]
+    (failure,) = report.failed
+    assert failure.path.endswith("long.txt")
+    assert re.fullmatch(r"splits into [\d,]+ chunks, more than the 3 limit \(setting max_file_chunks\)", failure.reason)

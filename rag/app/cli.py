@@ -9,7 +9,7 @@ from pathlib import Path
 from rag.app.eval_commands import add_eval_parser, with_default_subcommand
 from rag.config import Settings
 from rag.errors import RagError
-from rag.types import Answer, short_source
+from rag.types import Answer, IngestEvent, short_source
 
 EXIT_OK, EXIT_ERROR, EXIT_PARTIAL = 0, 1, 3
 
@@ -62,18 +62,49 @@ def _open(settings: Settings):
     return RAG.open(settings=settings)
 
 
+def shown(text: str) -> str:
+    """A file name as printed: if it holds a newline, a control character or an undecodable byte, it
+    is shown quoted with those escaped (Python string syntax), so a name cannot forge a line of output,
+    move the cursor, or crash print()."""
+    return text if text.isprintable() else repr(text)
+
+
+def _plain(text: str) -> str:
+    """A reason as printed: non-printable characters escaped, no quotes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    report = _open(settings).add(args.paths, progress=True)
-    for info in report.added:
-        print(f"added     {info.id}  {info.chunks:4d} chunks  {info.source}")
-    for info in report.replaced:
-        print(f"replaced  {info.id}  {info.chunks:4d} chunks  {info.source}")
-    if report.unchanged:
-        print(f"unchanged {len(report.unchanged)} document(s) already indexed")
-    for failure in report.failed:
-        print(f"skipped   {failure.path}: {failure.reason}", file=sys.stderr)
-    if report.failed:
-        print(f"{len(report.failed)} file(s) could not be indexed; the others were saved", file=sys.stderr)
+    """Each file's outcome is printed as soon as it is final; `added` only once the index holding it
+    is saved, so after a Ctrl-C the files printed as added are exactly the ones kept."""
+    live = sys.stderr.isatty()  # a progress line that the next line overwrites, on a terminal only
+    counts = {"added": 0, "replaced": 0, "unchanged": 0, "failed": 0}
+
+    def on_event(event: IngestEvent) -> None:
+        if live:
+            print("\r\x1b[K", end="", file=sys.stderr)
+        if event.step == "reading":
+            if live:
+                print(f"[{event.done + 1}/{event.total}] reading {shown(event.path)}", end="", file=sys.stderr, flush=True)
+            return
+        counts[event.step] += 1
+        if event.step == "failed":
+            print(f"skipped   {shown(event.path)}: {_plain(event.reason)}", file=sys.stderr, flush=True)
+        elif event.info is not None:
+            info = event.info
+            print(f"{event.step:<9} {info.id}  {info.chunks:4d} chunks  {shown(info.source)}", flush=True)
+
+    try:
+        _open(settings).add(args.paths, progress=True, on_event=on_event)
+    except KeyboardInterrupt:
+        saved = counts["added"] + counts["replaced"]
+        print(f"{chr(10) if live else ''}interrupted; the {saved} file(s) reported as added or replaced above are saved in the index, "
+              "the files after them are not", file=sys.stderr)
+        return 130
+    if counts["unchanged"]:
+        print(f"unchanged {counts['unchanged']} document(s) already indexed")
+    if counts["failed"]:
+        print(f"{counts['failed']} file(s) could not be indexed; the others were saved", file=sys.stderr)
         return EXIT_PARTIAL
     return EXIT_OK
 
@@ -94,7 +125,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     print(answer.text if answer.abstained else f"Answer: {answer.text}")
     for c in answer.citations:
         page = f", page {c.page}" if c.page else ""
-        print(f"  [{c.n}] {short_source(c.source)}{page}, chars {c.start}-{c.end} (score {c.score:.2f})")
+        print(f"  [{c.n}] {shown(short_source(c.source))}{page}, chars {c.start}-{c.end} (score {c.score:.2f})")
         print(f"      {c.text[:300]}")
     for s in answer.unsupported:
         print(f"  unsupported: {s}")
@@ -104,14 +135,14 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     docs = _open(settings).documents()
     for d in docs:
-        print(f"{d.id}  {d.chunks:5d} chunks  {d.source}")
+        print(f"{d.id}  {d.chunks:5d} chunks  {shown(d.source)}")
     print(f"{len(docs)} document(s)")
     return EXIT_OK
 
 
 def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
     info = _open(settings).delete(args.doc_id)
-    print(f"deleted {info.id} ({info.chunks} chunks) {info.source}")
+    print(f"deleted {info.id} ({info.chunks} chunks) {shown(info.source)}")
     return EXIT_OK
 
 

@@ -11,6 +11,7 @@ Python:
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import subprocess
 import sys
@@ -187,7 +188,9 @@ def open_rag_for(testset: TestSet, settings: Settings, *, docs: Path | None = No
             from rag.ingest.loading import SUPPORTED_EXTENSIONS, discover
 
             own = testset.path.resolve()
-            if any(f.resolve() == own for f in discover([docs]) if f.suffix.lower() in SUPPORTED_EXTENSIONS):
+            # realpath: discover also yields link loops (for load to name them), on which resolve() raises
+            if any(Path(os.path.realpath(f)) == own for f in discover([docs])
+                   if f.suffix.lower() in SUPPORTED_EXTENSIONS):
                 raise InputError(f"the test set {testset.path} is inside --docs and would be indexed as a document; "
                                  "move it out or give it a .jsonl name")
         rag = RAG.open(directory, settings, embedder=embedder, llm=llm, seed=False)
