@@ -78,10 +78,17 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAG_", frozen=True, extra="forbid", validate_default=True,
                                       case_sensitive=False, protected_namespaces=())
 
+    # A bundled name, a .gguf path, or the URL of an OpenAI-compatible server (llama.cpp's server, vLLM,
+    # Ollama: ".../v1"); several URLs separated by commas share the questions out in turn, skipping one
+    # that cannot be reached (rag/models/llm.py, ServerPool).
     model: str = DEFAULT_MODEL
     # For an OpenAI-compatible server: the model name it serves, and an API key if it wants one.
     server_model: str = "default"
     api_key: str = Field("not-needed", repr=False)
+    # Seconds to wait for a server to connect, answer or send its next piece of a streamed reply; no
+    # retries (a server that is down fails at once, a slow one after this). A CPU server evaluating a
+    # long prompt can take tens of seconds before its first token.
+    server_timeout: float = Field(60.0, gt=0.0, le=3600.0)
     embed_model: str = DEFAULT_EMBED_MODEL
     embed_backend: EmbedBackend = "torch"  # rag/models/embedding.py; docs/performance.md
     index_dir: Path = DEFAULT_INDEX_DIR
@@ -144,6 +151,13 @@ class Settings(BaseSettings):
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str) -> str:
+        if "," in value and value.lstrip().startswith(("http://", "https://")):
+            urls = [part.strip() for part in value.split(",") if part.strip()]
+            bad = [u for u in urls if not u.startswith(("http://", "https://"))]
+            if bad or not urls:
+                raise ValueError(f"model={value!r}: several models must all be http(s) URLs of "
+                                 f"OpenAI-compatible servers, separated by commas (not {', '.join(map(repr, bad))})")
+            return ",".join(urls)
         if value in BUNDLED_MODELS or value.endswith(".gguf") or value.startswith(("http://", "https://")):
             return value
         raise ValueError(f"model={value!r} is not known; use one of {', '.join(BUNDLED_MODELS)}, "
@@ -161,6 +175,13 @@ class Settings(BaseSettings):
         toml = _TOML_FILE.get()
         file = (TomlConfigSettingsSource(settings_cls, toml_file=toml),) if toml is not None else ()
         return (init_settings, env_settings, *file)
+
+    @property
+    def server_urls(self) -> tuple[str, ...]:
+        """The server URLs `model` names (one or several); empty for a bundled model or a .gguf path."""
+        if not self.model.startswith(("http://", "https://")):
+            return ()
+        return tuple(self.model.split(","))
 
     def with_(self, **changes: Any) -> "Settings":
         """A copy with `changes`, validated like a new object (no environment or file is read again)."""

@@ -317,13 +317,16 @@ def test_url_builds_openai_like_without_network(no_network, tmp_path):
 
     s = Settings(model="http://127.0.0.1:8080/v1", server_model="qwen", api_key="k123", context_window=8192,
                  max_new_tokens=77, temperature=0.2, cache_dir=tmp_path)
-    llm = rllm.build_llm(s)
+    pool = rllm.build_llm(s)
+    assert isinstance(pool, rllm.ServerPool) and pool.urls == ("http://127.0.0.1:8080/v1",)
+    (llm,) = pool._clients
     assert isinstance(llm, OpenAILike)
+    assert llm.max_retries == 0 and llm.timeout == s.server_timeout  # a down server fails at once
     assert llm.api_base == "http://127.0.0.1:8080/v1"
     assert llm.model == "qwen" and llm.api_key == "k123"
     assert llm.is_chat_model is True
     assert llm.context_window == 8192 and llm.max_tokens == 77 and llm.temperature == 0.2
-    assert llm.metadata.context_window == 8192 and llm.metadata.is_chat_model
+    assert pool.metadata.context_window == 8192 and pool.metadata.is_chat_model
     assert not (tmp_path / "models").exists()
 
 

@@ -1,7 +1,8 @@
 """The language model: `build_llm` turns `Settings.model` into a llama-index LLM.
 
 `LlamaCPP` for bundled names (`rag.models.bundled`) and .gguf paths, rendering chat messages with the
-model's OWN chat template from the GGUF metadata; `OpenAILike` for an http(s) URL. Loading takes seconds,
+model's OWN chat template from the GGUF metadata; `OpenAILike` for an http(s) URL (a `ServerPool`
+of them for several URLs, in turn). Loading takes seconds,
 so nothing here is cached globally: the caller keeps the object. Heavy imports (llama_cpp, llama_index)
 happen inside `build_llm` only.
 """
@@ -79,7 +80,7 @@ def _is_url(model: str) -> bool:
     return model.startswith(("http://", "https://"))
 
 
-def _build_server_llm(settings: "Settings") -> "LLM":
+def _build_server_llm(settings: "Settings") -> "ServerPool":
     try:
         from llama_index.llms.openai_like import OpenAILike
     except ImportError as exc:
@@ -87,18 +88,138 @@ def _build_server_llm(settings: "Settings") -> "LLM":
             "using an OpenAI-compatible server needs the package llama-index-llms-openai-like: "
             "pip install llama-index-llms-openai-like"
         ) from exc
-    try:
-        return OpenAILike(
-            api_base=settings.model,
-            model=settings.server_model,
-            api_key=settings.api_key,
-            is_chat_model=True,
-            context_window=settings.context_window,
-            max_tokens=settings.max_new_tokens,
-            temperature=settings.temperature,
-        )
-    except Exception as exc:  # pydantic validation etc.
-        raise ModelError(f"cannot set up the server model {settings.model}: {exc}") from exc
+    clients = []
+    for url in settings.server_urls:
+        try:
+            clients.append(OpenAILike(
+                api_base=url,
+                model=settings.server_model,
+                api_key=settings.api_key,
+                is_chat_model=True,
+                context_window=settings.context_window,
+                max_tokens=settings.max_new_tokens,
+                temperature=settings.temperature,
+                # No retries: a server that is down fails at once (and a pool moves on to the next);
+                # llama-index's own retries and the OpenAI client's would otherwise wait ~10 s first.
+                max_retries=0,
+                timeout=settings.server_timeout,
+            ))
+        except Exception as exc:  # pydantic validation etc.
+            raise ModelError(f"cannot set up the server model {url}: {exc}") from exc
+    return ServerPool(settings.server_urls, clients, settings.server_timeout)
+
+
+class ServerUnreachable(ModelError):
+    """A model server refused or dropped the connection before answering (a pool tries the next one)."""
+
+
+def server_error(url: str, exc: BaseException, timeout: float) -> ModelError:
+    """One line for what went wrong talking to the server at `url`."""
+    import httpx
+    import openai
+
+    if isinstance(exc, ModelError):
+        return exc
+    if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
+        return ModelError(f"the model server {url} did not answer within {timeout:g} s "
+                          "(setting server_timeout); it may be overloaded, or raise server_timeout")
+    if isinstance(exc, (openai.APIConnectionError, httpx.TransportError)):
+        cause = exc.__cause__ or exc
+        return ServerUnreachable(f"the model server {url} is not reachable ({_first_line(cause)}); "
+                                 "is it running, and is the URL right?")
+    if isinstance(exc, openai.APIStatusError):
+        return ModelError(f"the model server {url} answered with an error: {exc.status_code} {_first_line(exc)}")
+    return ModelError(f"the model server {url} failed: {type(exc).__name__}: {_first_line(exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+class ServerPool:
+    """One or several OpenAI-compatible servers behind the llama-index LLM calls the pipeline makes
+    (chat, stream_chat, complete, stream_complete, metadata).
+
+    Each call goes to the next server in turn (round robin), so one UI serving many users spreads its
+    questions; a server that cannot be reached is skipped for that call (the next one is asked), a slow
+    or failing one is reported. Every failure becomes a ModelError naming the server's URL. Not a
+    llama-index LLM subclass: the in-process helpers (refusal probability, saved prompt state) find no
+    llama.cpp model in it and stay off."""
+
+    def __init__(self, urls: Sequence[str], clients: Sequence[Any], timeout: float) -> None:
+        if not clients or len(urls) != len(clients):
+            raise ValueError("ServerPool needs one client per URL")
+        self.urls = tuple(urls)
+        self._clients = list(clients)
+        self.timeout = timeout
+        self._next = 0
+        self._lock = threading.Lock()
+
+    @property
+    def metadata(self) -> Any:
+        return self._clients[0].metadata
+
+    def _order(self) -> list[int]:
+        with self._lock:
+            start = self._next
+            self._next = (start + 1) % len(self._clients)
+        return [(start + i) % len(self._clients) for i in range(len(self._clients))]
+
+    def _all_down(self, errors: list[ModelError]) -> ModelError:
+        if len(errors) == 1:
+            return errors[0]
+        return ServerUnreachable("none of the model servers is reachable: " + "; ".join(str(e) for e in errors))
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        errors: list[ModelError] = []
+        for i in self._order():
+            try:
+                return getattr(self._clients[i], method)(*args, **kwargs)
+            except Exception as exc:
+                error = server_error(self.urls[i], exc, self.timeout)
+                if not isinstance(error, ServerUnreachable):
+                    raise error from exc
+                errors.append(error)
+        raise self._all_down(errors)
+
+    def _stream(self, method: str, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        errors: list[ModelError] = []
+        for i in self._order():
+            url = self.urls[i]
+            try:
+                stream = iter(getattr(self._clients[i], method)(*args, **kwargs))
+                first = next(stream)
+            except StopIteration:
+                return
+            except Exception as exc:
+                error = server_error(url, exc, self.timeout)
+                if not isinstance(error, ServerUnreachable):
+                    raise error from exc
+                errors.append(error)
+                continue
+            yield first
+            try:
+                yield from stream
+            except Exception as exc:  # mid-reply: too late to ask another server
+                raise server_error(url, exc, self.timeout) from exc
+            return
+        raise self._all_down(errors)
+
+    def chat(self, messages: Sequence[Any], **kwargs: Any) -> Any:
+        return self._call("chat", messages, **kwargs)
+
+    def complete(self, prompt: str, **kwargs: Any) -> Any:
+        return self._call("complete", prompt, **kwargs)
+
+    def stream_chat(self, messages: Sequence[Any], **kwargs: Any) -> Iterator[Any]:
+        return self._stream("stream_chat", messages, **kwargs)
+
+    def stream_complete(self, prompt: str, **kwargs: Any) -> Iterator[Any]:
+        return self._stream("stream_complete", prompt, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"ServerPool({', '.join(self.urls)})"
 
 
 _LOAD_LOCK = threading.Lock()
@@ -184,9 +305,10 @@ LLAMA_N_BATCH = 512
 
 def build_llm(settings: "Settings", *, progress: Callable[[int, int], None] | None = None) -> "LLM":
     """A llama-index LLM for `settings.model`: a bundled name or .gguf path -> LlamaCPP (loaded now,
-    seconds), an http(s) URL -> OpenAILike (no network contact until used). Not cached: keep the result."""
+    seconds), one or several http(s) URLs -> a ServerPool of OpenAILike clients (no network contact
+    until used; it has the LLM calls the pipeline makes). Not cached: keep the result."""
     if _is_url(settings.model):
-        return _build_server_llm(settings)
+        return _build_server_llm(settings)  # type: ignore[return-value]
 
     path = model_path(settings.model, settings.cache_dir, progress=progress)
     try:
