@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from rag.answer.answerer import REFUSAL
+from rag.app import cli, ui
 from rag.errors import InputError
 from rag.pipeline import RAG
 from rag.store import faiss_index as store_mod
 from rag.store.faiss_index import IndexStore
-from rag.testing import FakeEmbedder
+from rag.testing import FakeEmbedder, FakeLLM
 from rag.types import Chunk
 from tests.conftest import SEED_ARTICLE
 
@@ -162,3 +163,40 @@ def test_scoped_store_search_is_the_exact_top_k_of_the_chosen_chunks_on_every_in
                 assert len(set(got) & set(want)) >= 9  # approximate, on a third of the graph
             else:
                 assert got == want
+
+
+def test_cli_ask_doc_is_repeatable(monkeypatch, tmp_path, corpus, capsys):
+    llm = FakeLLM(["The company pays a rent of 4,200 euros each month for its depot [1]."] * 3)
+
+    def _open(settings):
+        return RAG.open(settings=settings.with_(min_score=0.05, chunk_size=20, context="chunk"),
+                        embedder=FakeEmbedder(), llm=llm, seed=False)
+
+    monkeypatch.setattr(cli, "_open", _open)
+    index = str(tmp_path / "idx")
+    assert cli.main(["ingest", *map(str, corpus.values()), "--index", index]) == 0
+    capsys.readouterr()
+    assert cli.main(["ask", "--json", QUESTION, "--doc", "report-2024*", "--doc", "*.md", "--top-k", "30", "--index", index]) == 0
+    assert "4,200 euros" in capsys.readouterr().out
+    prompt = llm.prompts[-1].split("Question:")[0]
+    assert "lease-b.md" in prompt and "report-2024.txt" in prompt and "lease-a.txt" not in prompt
+    assert cli.main(["ask", QUESTION, "--doc", "nothing-like-this", "--index", index]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "nothing-like-this" in err and "rag list" in err and "Traceback" not in err
+
+
+def test_the_ui_handler_and_api_pass_the_selection(make_rag, corpus):
+    rag = make_rag("The company pays a rent of 4,200 euros each month for its depot [1].", chunk_size=20)
+    rag.add(list(corpus.values()))
+    report_id = ids_by_name(rag)["report-2024"]
+    assert report_id in {doc_id for _, doc_id in ui.document_choices(rag)}
+    *_, (messages, *_rest) = ui.ChatHandler(rag)(QUESTION, None, 3, [report_id])
+    prompt = rag.llm.prompts[-1].split("Question:")[0]
+    assert "report-2024.txt" in prompt and "lease" not in prompt
+    assert "4,200 euros" in messages[-1]["content"]
+    *_, (messages, *_rest) = ui.ChatHandler(rag)(QUESTION, None, 3, [])  # empty = all documents
+    assert "lease-a.txt" in rag.llm.prompts[-1]
+    data = ui.api_ask(rag, QUESTION, 3, ["report-2024*"])
+    assert {Path(c["source"]).name for c in data["citations"]} == {"report-2024.txt"}
+    with pytest.raises(InputError):
+        ui.api_ask(rag, QUESTION, 3, ["no-such-doc"])
