@@ -200,3 +200,30 @@ def test_the_ui_handler_and_api_pass_the_selection(make_rag, corpus):
     assert {Path(c["source"]).name for c in data["citations"]} == {"report-2024.txt"}
     with pytest.raises(InputError):
         ui.api_ask(rag, QUESTION, 3, ["no-such-doc"])
+
+
+@pytest.mark.integration
+def test_real_models_answer_from_the_chosen_document_only_and_refuse_without_it(real_rag, real_embedder, tmp_path):
+    """MiniLM + the default GGUF model: the same question, cited from whichever document it is scoped
+    to, and refused when scoped to a document that lacks the answer."""
+    from rag.config import Settings
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    note = docs / "agadez-note.txt"
+    note.write_text("Briefing note on the Agadez drone base. The United States built the base in northern Niger "
+                    "to fly surveillance drones over the Sahel. Washington spent $110 million to establish the "
+                    "base in northern Niger. The base opened in 2019.\n", encoding="utf-8")
+    lighthouse = docs / "lighthouse.md"
+    lighthouse.write_text("The keeper painted the lighthouse tower red and white every spring. The lamp was "
+                          "replaced in 1952, and the keeper's cottage became a museum in 1987.\n", encoding="utf-8")
+    rag = RAG.open(settings=Settings.load(index_dir=tmp_path / "index"), embedder=real_embedder,
+                   llm=real_rag.llm, seed=False)
+    rag.add([SEED_ARTICLE, note, lighthouse])
+    question = "How much did Washington spend to establish the base in northern Niger?"
+    for documents, source in ((["agadez-note.txt"], note), ([ids_by_name(rag)[SEED_ARTICLE.stem]], SEED_ARTICLE)):
+        answer = rag.ask(question, documents=documents)
+        assert not answer.abstained and "110 million" in answer.text, (documents, answer.model_text)
+        assert answer.citations and {c.source for c in answer.citations} == {str(source.resolve())}
+    refused = rag.ask(question, documents=["lighthouse*"])
+    assert refused.abstained and refused.text == REFUSAL and not refused.citations
