@@ -202,6 +202,26 @@ def test_the_ui_handler_and_api_pass_the_selection(make_rag, corpus):
         ui.api_ask(rag, QUESTION, 3, ["no-such-doc"])
 
 
+
+def test_the_gradio_ask_endpoint_takes_an_optional_list_of_documents(make_rag, corpus):
+    gradio_client = pytest.importorskip("gradio_client")
+    rag = make_rag("The company pays a rent of 4,200 euros each month for its depot [1].", chunk_size=20)
+    rag.add(list(corpus.values()))
+    demo = ui.build_app(rag)
+    ui.launch(demo, "127.0.0.1", None, block=False, quiet=True)
+    try:
+        client = gradio_client.Client(demo.local_url, verbose=False)
+        data = client.predict(QUESTION, 3, ["report-2024*"], api_name="/ask")
+        assert {Path(c["source"]).name for c in data["citations"]} == {"report-2024.txt"}
+        assert "lease" not in rag.llm.prompts[-1].split("Question:")[0]
+        client.predict(QUESTION, 3, api_name="/ask")  # documents left out: all of them
+        assert "lease-a.txt" in rag.llm.prompts[-1]
+        with pytest.raises(Exception) as err:
+            client.predict(QUESTION, 3, ["no-such-doc*"], api_name="/ask")
+        assert "no-such-doc*" in str(err.value) and "rag list" in str(err.value)
+    finally:
+        demo.close()
+
 @pytest.mark.integration
 def test_real_models_answer_from_the_chosen_document_only_and_refuse_without_it(real_rag, real_embedder, tmp_path):
     """MiniLM + the default GGUF model: the same question, cited from whichever document it is scoped
