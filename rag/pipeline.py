@@ -21,7 +21,6 @@ from rag.answer.answerer import REFUSAL, Answerer
 from rag.answer.citations import SemanticSupport
 from rag.answer.context import SentenceSelector, WholeCorpus
 from rag.answer.query_rewriting import HydeRewriter, QuestionCondenser, Turn
-from rag.answer.scope import resolve_scope
 from rag.answer.retrieval import (
     DenseRetriever,
     DiverseRetriever,
@@ -29,6 +28,7 @@ from rag.answer.retrieval import (
     Retriever,
     RewritingRetriever,
 )
+from rag.answer.scope import resolve_scope
 from rag.config import DEFAULT_INDEX_DIR, SEEDS_DIR, Settings
 from rag.errors import ConfigError, InputError, LoadError
 from rag.ingest import loading
