@@ -166,7 +166,7 @@ def test_scoped_store_search_is_the_exact_top_k_of_the_chosen_chunks_on_every_in
 
 
 def test_cli_ask_doc_is_repeatable(monkeypatch, tmp_path, corpus, capsys):
-    llm = FakeLLM(["The company pays a rent of 4,200 euros each month for its depot [1]."] * 3)
+    llm = FakeLLM(["The company pays a rent of 4,200 euros each month for its depot [1]."] * 4)
 
     def _open(settings):
         return RAG.open(settings=settings.with_(min_score=0.05, chunk_size=20, context="chunk"),
@@ -180,6 +180,9 @@ def test_cli_ask_doc_is_repeatable(monkeypatch, tmp_path, corpus, capsys):
     assert "4,200 euros" in capsys.readouterr().out
     prompt = llm.prompts[-1].split("Question:")[0]
     assert "lease-b.md" in prompt and "report-2024.txt" in prompt and "lease-a.txt" not in prompt
+    monkeypatch.chdir(corpus["report"].parent)  # a path relative to where rag runs
+    assert cli.main(["ask", "--json", QUESTION, "--doc", "./contracts/lease-b.md", "--index", index]) == 0
+    assert "report-2024.txt" not in llm.prompts[-1] and "lease-b.md" in llm.prompts[-1]
     assert cli.main(["ask", QUESTION, "--doc", "nothing-like-this", "--index", index]) == cli.EXIT_ERROR
     err = capsys.readouterr().err
     assert "nothing-like-this" in err and "rag list" in err and "Traceback" not in err

@@ -7,6 +7,7 @@ WholeCorpus.passages(within=...)).
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -21,13 +22,21 @@ class Scope:
     chunk_ids: frozenset[int]
 
 
-def _matches(pattern: str, source: str) -> bool:
-    return fnmatch.fnmatchcase(source, pattern) or fnmatch.fnmatchcase(PurePath(source).name, pattern)
+def _patterns(entry: str) -> set[str]:
+    """The glob as given, and as an absolute path (sources are stored resolved): `docs/a.pdf`, `~/x/*`."""
+    if os.sep not in entry and "~" not in entry:
+        return {entry}
+    return {entry, os.path.abspath(os.path.expanduser(entry))}
+
+
+def _matches(patterns: set[str], source: str) -> bool:
+    name = PurePath(source).name
+    return any(fnmatch.fnmatchcase(source, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 def resolve_scope(store: IndexStore, documents: Sequence[str] | None) -> Scope | None:
     """None or empty: the whole corpus (None). Otherwise every document whose id is given, or whose
-    source path (or file name alone) matches a given glob. An entry matching nothing is an InputError."""
+    source path (or file name alone) matches a given glob; a relative or ~ path is also tried absolute. An entry matching nothing is an InputError."""
     if not documents:
         return None
     if isinstance(documents, str):
@@ -41,7 +50,8 @@ def resolve_scope(store: IndexStore, documents: Sequence[str] | None) -> Scope |
         if entry in store.docs:
             chosen.add(entry)
             continue
-        hits = {d.id for d in store.docs.values() if _matches(entry, d.source)}
+        patterns = _patterns(entry)
+        hits = {d.id for d in store.docs.values() if _matches(patterns, d.source)}
         if not hits:
             unmatched.append(entry)
         chosen |= hits
