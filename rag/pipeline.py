@@ -28,6 +28,7 @@ from rag.answer.retrieval import (
     Retriever,
     RewritingRetriever,
 )
+from rag.answer.scope import resolve_scope
 from rag.config import DEFAULT_INDEX_DIR, SEEDS_DIR, Settings
 from rag.errors import ConfigError, InputError, LoadError
 from rag.ingest import loading
@@ -265,26 +266,33 @@ class RAG:
         with self._llm_lock, self._load_lock:
             self.settings, self._llm = settings, None
 
-    def retrieve(self, question: str, top_k: int | None = None) -> list[Passage]:
+    def retrieve(self, question: str, top_k: int | None = None, documents: Sequence[str] | None = None) -> list[Passage]:
+        """The top k passages for `question`; with `documents` (ids or path globs), from those only."""
         question = self._check(question)
         with self._write_lock:
             self._sync()
-            return self.retriever.retrieve(question, top_k or self.settings.top_k)
+            scope = resolve_scope(self.store, documents)
+            return self.retriever.retrieve(question, top_k or self.settings.top_k,
+                                           None if scope is None else scope.chunk_ids)
 
-    def context(self, question: str, top_k: int | None = None) -> tuple[list[Passage], list[Passage]]:
-        """What the model is shown for `question`: (passages in rank order, the same in prompt order)."""
+    def context(self, question: str, top_k: int | None = None, documents: Sequence[str] | None = None
+                ) -> tuple[list[Passage], list[Passage]]:
+        """What the model is shown for `question`: (passages in rank order, the same in prompt order).
+        With `documents` (ids or path globs), only passages of those documents."""
         question = self._check(question)
         if self.corpus is not None:
             with self._write_lock:
                 self._sync()
+                scope = resolve_scope(self.store, documents)  # fail fast on an unknown entry
                 fits = self.corpus.fits()
                 if fits:
-                    shown = self.corpus.passages(question, self.settings.min_score)
+                    shown = self.corpus.passages(question, self.settings.min_score,
+                                                 None if scope is None else scope.doc_ids)
                     return sorted(shown, key=lambda p: -p.score), shown
             if self.settings.context == "corpus":
                 raise ConfigError(f"context=corpus, but the corpus has {self.corpus.words:,} words, more than "
                                   f"corpus_max_words={self.settings.corpus_max_words:,}; use context=auto or chunk")
-        passages = self.retrieve(question, top_k)
+        passages = self.retrieve(question, top_k, documents)
         if self.selector is not None and passages:
             passages = self.selector.select(question, passages)
         order = self.settings.passage_order
@@ -296,14 +304,17 @@ class RAG:
             shown = passages
         return passages, shown
 
-    def stream(self, question: str, top_k: int | None = None) -> Iterator[str | Answer]:
-        """Yield answer text as it is generated, then the final Answer (always last)."""
+    def stream(self, question: str, top_k: int | None = None, documents: Sequence[str] | None = None
+               ) -> Iterator[str | Answer]:
+        """Yield answer text as it is generated, then the final Answer (always last). With `documents`
+        (doc ids or path globs), the answer comes from those documents only (refused if they lack it)."""
         question = self._check(question)
         start = time.perf_counter()
-        passages, shown = self.context(question, top_k)
+        passages, shown = self.context(question, top_k, documents)
         timings = {"retrieve": time.perf_counter() - start}
         llm = self.llm
-        whole_corpus = self.corpus is not None and bool(shown) and self.corpus.fits()
+        # A scoped prompt's prefix differs per selection; saving its state would evict the whole corpus's.
+        whole_corpus = self.corpus is not None and bool(shown) and not documents and self.corpus.fits()
         answerer = Answerer(llm, min_score=self.settings.min_score, style=self.settings.answer_style,
                             semantic=self.semantic, refusal_prob=self.settings.refusal_prob,
                             retry_below=self.settings.retry_below,
@@ -328,8 +339,9 @@ class RAG:
         self._probe(llm)
         return self._state_obj
 
-    def ask(self, question: str, top_k: int | None = None) -> Answer:
-        for item in self.stream(question, top_k):
+    def ask(self, question: str, top_k: int | None = None, documents: Sequence[str] | None = None) -> Answer:
+        """Answer `question` from the whole corpus, or from `documents` (doc ids or path globs) only."""
+        for item in self.stream(question, top_k, documents):
             if isinstance(item, Answer):
                 return item
         raise AssertionError("Answerer.stream ended without an Answer")  # a bug, not a user error

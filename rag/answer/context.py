@@ -125,14 +125,18 @@ class WholeCorpus:
         self._refresh()
         return bool(self._passages)
 
-    def passages(self, question: str, min_score: float = 0.0) -> list[Passage]:
+    def passages(self, question: str, min_score: float = 0.0, within: frozenset[str] | None = None) -> list[Passage]:
         """The passages of every document with one reaching `min_score`, in the fixed prompt order,
-        each scored against the question. If no document has one, all of them: the gate refuses then."""
+        each scored against the question. If no document has one, all of them: the gate refuses then.
+        With `within` (doc ids), only those documents' passages, as if the corpus were only them."""
         self._refresh()
         if not self._passages:
             return []
-        scores = self._vectors @ self.embedder.embed([question])[0]
+        keep = [i for i, p in enumerate(self._passages) if within is None or p.chunk.doc_id in within]
+        if not keep:
+            return []
+        scores = self._vectors[keep] @ self.embedder.embed([question])[0]
         scored = [Passage(chunk=p.chunk, score=float(s), text=p.text, start=p.start, end=p.end)
-                  for p, s in zip(self._passages, scores)]
+                  for p, s in zip((self._passages[i] for i in keep), scores)]
         relevant = {p.chunk.doc_id for p in scored if p.score >= min_score}
         return [p for p in scored if p.chunk.doc_id in relevant] or scored

@@ -17,7 +17,10 @@ from rag.types import Chunk, Passage
 
 
 class Retriever(Protocol):
-    def retrieve(self, question: str, k: int) -> list[Passage]: ...
+    def retrieve(self, question: str, k: int, within: frozenset[int] | None = None) -> list[Passage]:
+        """The top k passages, best first; with `within`, only among those chunk ids (filtered before
+        ranking, so the k come from them)."""
+        ...
 
 
 def stored_vectors(store: IndexStore, embedder: Embedder, chunks: list[Chunk]) -> np.ndarray:
@@ -35,9 +38,9 @@ class DenseRetriever:
         self.store = store
         self.embedder = embedder
 
-    def retrieve(self, question: str, k: int) -> list[Passage]:
+    def retrieve(self, question: str, k: int, within: frozenset[int] | None = None) -> list[Passage]:
         vector = self.embedder.embed([question])[0]
-        return [Passage.of(chunk, score) for chunk, score in self.store.search(vector, k)]
+        return [Passage.of(chunk, score) for chunk, score in self.store.search(vector, k, within)]
 
 
 def reciprocal_rank_fusion(rankings: list[list[int]], k: int, rrf_k: int = 60) -> list[int]:
@@ -66,8 +69,9 @@ class HybridRetriever:
         self.rrf_k = rrf_k
         self._bm25 = None
         self._bm25_key: tuple[int, int, int] | None = None
+        self._bm25_ids: list[int] = []  # chunk id of each BM25 corpus row
 
-    def _bm25_retriever(self, top: int):
+    def _bm25_retriever(self, top: int, within: frozenset[int] | None = None):
         # the generation too: a store reloaded in place (another process saved) may hold other chunks
         key = (self.store.manifest.generation, self.store.manifest.next_id, len(self.store.chunks))
         if self._bm25 is None or self._bm25_key != key:
@@ -77,22 +81,28 @@ class HybridRetriever:
             nodes = [TextNode(id_=str(c.id), text=c.text) for c in self.store.chunks.values()]
             self._bm25 = (BM25Retriever.from_defaults(nodes=nodes, similarity_top_k=min(top, len(nodes)))
                           if nodes else None)
+            self._bm25_ids = [c.id for c in self.store.chunks.values()]
             self._bm25_key = key
         if self._bm25 is not None:
             self._bm25.similarity_top_k = min(top, len(self.store.chunks))
+            # Scoped: bm25s multiplies each row's score by this mask before taking the top k, so the
+            # chunks outside score 0 (dropped below) and the k come from the chosen ones; no rebuild,
+            # and the term statistics stay the whole corpus's.
+            self._bm25.corpus_weight_mask = None if within is None else [int(i in within) for i in self._bm25_ids]
         return self._bm25
 
-    def retrieve(self, question: str, k: int) -> list[Passage]:
-        if not self.store.chunks:
+    def retrieve(self, question: str, k: int, within: frozenset[int] | None = None) -> list[Passage]:
+        if not self.store.chunks or (within is not None and not within):
             return []
         qv = self.embedder.embed([question])[0]
         pool = k * self.pool
-        dense = self.store.search(qv, pool)
+        dense = self.store.search(qv, pool, within)
         cosine = {c.id: s for c, s in dense}
         rankings = [[c.id for c, _ in dense]]
-        bm25 = self._bm25_retriever(pool)
+        bm25 = self._bm25_retriever(pool, within)
         if bm25 is not None:
-            rankings.append([int(n.node.node_id) for n in bm25.retrieve(question) if (n.score or 0) > 0])
+            hits = [int(n.node.node_id) for n in bm25.retrieve(question) if (n.score or 0) > 0]
+            rankings.append([i for i in hits if within is None or i in within])
         fused = reciprocal_rank_fusion(rankings, k, self.rrf_k)
         missing = [i for i in fused if i not in cosine]
         if missing:  # BM25-only hits: score them on the same cosine scale as the rest
@@ -134,8 +144,8 @@ class DiverseRetriever:
         self.diversity = diversity
         self.pool = pool
 
-    def retrieve(self, question: str, k: int) -> list[Passage]:
-        candidates = self.base.retrieve(question, k * self.pool)
+    def retrieve(self, question: str, k: int, within: frozenset[int] | None = None) -> list[Passage]:
+        candidates = self.base.retrieve(question, k * self.pool, within)
         if len(candidates) <= 1 or self.diversity == 0.0:
             return candidates[:k]
         vectors = stored_vectors(self.store, self.embedder, [p.chunk for p in candidates])
@@ -154,8 +164,8 @@ class RewritingRetriever:
         self.store = store
         self.embedder = embedder
 
-    def retrieve(self, question: str, k: int) -> list[Passage]:
-        passages = self.base.retrieve(self.rewrite(question), k)
+    def retrieve(self, question: str, k: int, within: frozenset[int] | None = None) -> list[Passage]:
+        passages = self.base.retrieve(self.rewrite(question), k, within)
         if not passages:
             return passages
         scores = stored_vectors(self.store, self.embedder, [p.chunk for p in passages]) @ self.embedder.embed([question])[0]

@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("question")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--top-k", type=int)
+    p.add_argument("--doc", action="append", dest="documents", metavar="ID|PATH-GLOB",
+                   help="answer from this document only: an id from `rag list`, or a glob on the path or file "
+                        "name (e.g. '*.pdf', 'report-2024*'); repeat for several (default: all documents)")
     p.add_argument("--model", help="bundled model name, path to a .gguf, or URL of an OpenAI-compatible server")
     with_index(sub.add_parser("list", help="list indexed documents"))
     p = with_index(sub.add_parser("delete", help="remove a document by id"))
@@ -112,7 +115,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     rag = _open(settings)
     answer: Answer | None = None
-    for item in rag.stream(args.question):
+    for item in rag.stream(args.question, documents=args.documents):
         if isinstance(item, Answer):
             answer = item
         elif not args.json:

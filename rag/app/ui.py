@@ -110,8 +110,9 @@ class ChatHandler:
     def __init__(self, rag: RAG) -> None:
         self.rag = rag
 
-    def __call__(self, question: str, session: dict[str, Any] | None, top_k: float | None
-                 ) -> Iterator[tuple[Any, ...]]:
+    def __call__(self, question: str, session: dict[str, Any] | None, top_k: float | None,
+                 documents: list[str] | None = None) -> Iterator[tuple[Any, ...]]:
+        """`documents`: the doc ids chosen to search in (empty or None: all)."""
         session = session or new_session()
         messages: list[dict[str, Any]] = [dict(m) for m in session.get("messages", [])]
         turns: list[dict[str, Any]] = [dict(t) for t in session.get("turns", [])]
@@ -140,7 +141,7 @@ class ChatHandler:
             head = rewrite_html(standalone) if standalone != question else ""
             text = ""
             answer: Answer | None = None
-            for item in self.rag.stream(standalone, int(top_k) if top_k else None):
+            for item in self.rag.stream(standalone, int(top_k) if top_k else None, documents or None):
                 if isinstance(item, Answer):
                     answer = item
                     break
@@ -186,9 +187,10 @@ def _gradio_outputs(values: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(gr.skip() if v is _SKIP else v for v in values)
 
 
-def api_ask(rag: RAG, question: str, top_k: int | None = None) -> dict[str, Any]:
-    """The structured answer (`Answer.to_json()`) for one standalone question."""
-    answer = rag.ask(question, int(top_k) if top_k else None)
+def api_ask(rag: RAG, question: str, top_k: int | None = None, documents: list[str] | None = None) -> dict[str, Any]:
+    """The structured answer (`Answer.to_json()`) for one standalone question; with `documents` (doc
+    ids or path globs), answered from those documents only."""
+    answer = rag.ask(question, int(top_k) if top_k else None, documents or None)
     data = answer.to_json()
     data["question"] = answer.question
     return data
@@ -203,14 +205,14 @@ def build_app(rag: RAG) -> "gr.Blocks":  # noqa: F821 - gradio is imported lazil
     upload_dir = Path(settings.index_dir) / UPLOAD_DIRNAME
     chat = ChatHandler(rag)
 
-    def on_ask(question: str, session: dict[str, Any], top_k: float):
-        for values in chat(question, session, top_k):
+    def on_ask(question: str, session: dict[str, Any], top_k: float, documents: list[str] | None):
+        for values in chat(question, session, top_k, documents):
             yield _gradio_outputs(values)
 
     def on_clear():
         return [], "", "", citations_html(None), new_session()
 
-    def on_upload(files, progress=gr.Progress(track_tqdm=True)):
+    def on_upload(files, selected, progress=gr.Progress(track_tqdm=True)):
         try:
             outcomes = ingest_uploads(rag, files or [], upload_dir, progress)
             report = outcomes_html(outcomes)
@@ -218,30 +220,34 @@ def build_app(rag: RAG) -> "gr.Blocks":  # noqa: F821 - gradio is imported lazil
                 gr.Warning("Some files were not indexed; see the report.")
         except Exception as exc:  # noqa: BLE001
             report = error_html(user_message(exc))
-        return report, None, *_docs_outputs()
+        return report, None, *_docs_outputs(selected)
 
-    def _docs_outputs():
+    def _docs_outputs(selected: list[str] | None = None):
+        """The documents table, the delete pick, the count, and the "Search in" choices (the chosen
+        documents that are still indexed stay chosen)."""
         rows = documents_rows(rag)
         choices = document_choices(rag)
-        return rows, gr.update(choices=choices, value=None), f"{len(rows)} document(s) indexed"
+        ids = {doc_id for _, doc_id in choices}
+        return (rows, gr.update(choices=choices, value=None), f"{len(rows)} document(s) indexed",
+                gr.update(choices=choices, value=[d for d in selected or [] if d in ids]))
 
-    def on_refresh():
+    def on_refresh(selected: list[str] | None = None):
         try:
-            return _docs_outputs()
+            return _docs_outputs(selected)
         except Exception as exc:  # noqa: BLE001
             gr.Warning(user_message(exc))
-            return gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
 
-    def on_delete(doc_id: str | None):
+    def on_delete(doc_id: str | None, selected: list[str] | None):
         if not doc_id:
-            return error_html("Choose a document to delete first."), *_docs_outputs()
+            return error_html("Choose a document to delete first."), *_docs_outputs(selected)
         try:
             info = rag.delete(doc_id)
         except Exception as exc:  # noqa: BLE001
-            return error_html(user_message(exc)), *_docs_outputs()
+            return error_html(user_message(exc)), *_docs_outputs(selected)
         remove_uploaded_copy(info.source, upload_dir)
         msg = f'<div class="rag-report rag-ok">Deleted {esc(short_source(info.source))} ({info.chunks} chunks).</div>'
-        return msg, *_docs_outputs()
+        return msg, *_docs_outputs(selected)
 
     def on_model(name: str):
         if not name or name == rag.settings.model:
@@ -253,10 +259,11 @@ def build_app(rag: RAG) -> "gr.Blocks":  # noqa: F821 - gradio is imported lazil
         return (f'<div class="rag-muted">Model switched to {esc(name)}; it loads with the next question '
                 "(a few seconds). This applies to everyone using this server.</div>")
 
-    def ask_endpoint(question: str, top_k: int = settings.top_k) -> dict:
-        """Answer one standalone question; returns the answer, its citations and timings."""
+    def ask_endpoint(question: str, top_k: int = settings.top_k, documents: list[str] | None = None) -> dict:
+        """Answer one standalone question; returns the answer, its citations and timings. `documents`:
+        doc ids or path globs to answer from (default: all documents)."""
         try:
-            return api_ask(rag, question, top_k)
+            return api_ask(rag, question, top_k, documents)
         except Exception as exc:  # noqa: BLE001
             raise gr.Error(user_message(exc)) from None
 
@@ -279,6 +286,8 @@ def build_app(rag: RAG) -> "gr.Blocks":  # noqa: F821 - gradio is imported lazil
                             ask_btn = gr.Button("Ask", variant="primary", scale=1, elem_id="rag-ask")
                         clear_btn = gr.Button("New conversation", size="sm", elem_id="rag-clear")
                     with gr.Column(scale=2):
+                        search_in = gr.Dropdown(label="Search in (empty: all documents)", choices=[], value=[],
+                                                multiselect=True, elem_id="rag-search-in")
                         cites = gr.HTML(citations_html(None), elem_id="rag-citations", js_on_load=None)
             with gr.Tab("Documents", id="documents"):
                 files = gr.File(label=f"Add documents ({', '.join(SUPPORTED_EXTENSIONS)}; up to "
@@ -306,19 +315,20 @@ def build_app(rag: RAG) -> "gr.Blocks":  # noqa: F821 - gradio is imported lazil
 
         chat_outputs = [chatbot, question, rewritten, cites, timings, session]
         for trigger in (ask_btn.click, question.submit):
-            trigger(on_ask, [question, session, top_k], chat_outputs, api_visibility="private",
+            trigger(on_ask, [question, session, top_k, search_in], chat_outputs, api_visibility="private",
                     concurrency_id=LLM_QUEUE, concurrency_limit=1, show_progress="minimal")
         clear_btn.click(on_clear, None, [chatbot, question, rewritten, cites, session], api_visibility="private",
                         queue=False)
         chatbot.clear(on_clear, None, [chatbot, question, rewritten, cites, session], api_visibility="private",
                       queue=False)
-        upload_btn.click(on_upload, [files], [upload_report, files, docs_table, doc_pick, doc_count],
+        upload_btn.click(on_upload, [files, search_in], [upload_report, files, docs_table, doc_pick, doc_count, search_in],
                          api_visibility="private", concurrency_id="write", concurrency_limit=1)
-        delete_btn.click(on_delete, [doc_pick], [delete_report, docs_table, doc_pick, doc_count],
+        delete_btn.click(on_delete, [doc_pick, search_in], [delete_report, docs_table, doc_pick, doc_count, search_in],
                          api_visibility="private", concurrency_id="write", concurrency_limit=1)
         model.change(on_model, [model], [model_status], api_visibility="private",
                      concurrency_id=LLM_QUEUE, concurrency_limit=1)
-        demo.load(on_refresh, None, [docs_table, doc_pick, doc_count], api_visibility="private", queue=False)
+        demo.load(on_refresh, [search_in], [docs_table, doc_pick, doc_count, search_in], api_visibility="private",
+                  queue=False)
         gr.api(ask_endpoint, api_name="ask", concurrency_id=LLM_QUEUE, concurrency_limit=1)
     return demo
 
