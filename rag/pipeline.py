@@ -28,7 +28,7 @@ from rag.answer.retrieval import (
     Retriever,
     RewritingRetriever,
 )
-from rag.answer.scope import resolve_scope
+from rag.answer.scope import Scope, resolve_scope
 from rag.config import DEFAULT_INDEX_DIR, SEEDS_DIR, Settings
 from rag.errors import ConfigError, InputError, LoadError
 from rag.ingest import loading
@@ -239,9 +239,8 @@ class RAG:
     def llm(self) -> LLM:
         with self._load_lock:  # two first questions at once must not load the model twice
             if self._llm is None:
-                from rag.models.llm import (
-                    build_llm,  # loading a model takes seconds; only when first asked
-                )
+                # loading a model takes seconds; only when first asked
+                from rag.models.llm import build_llm
 
                 self._llm = build_llm(self.settings)
             return self._llm
@@ -271,28 +270,30 @@ class RAG:
         question = self._check(question)
         with self._write_lock:
             self._sync()
-            scope = resolve_scope(self.store, documents)
-            return self.retriever.retrieve(question, top_k or self.settings.top_k,
-                                           None if scope is None else scope.chunk_ids)
+            return self._retrieve(question, top_k, resolve_scope(self.store, documents))
+
+    def _retrieve(self, question: str, top_k: int | None, scope: Scope | None) -> list[Passage]:
+        """Retrieval on a store already synced and a scope already resolved. Call under _write_lock."""
+        return self.retriever.retrieve(question, top_k or self.settings.top_k,
+                                       None if scope is None else scope.chunk_ids)
 
     def context(self, question: str, top_k: int | None = None, documents: Sequence[str] | None = None
                 ) -> tuple[list[Passage], list[Passage]]:
         """What the model is shown for `question`: (passages in rank order, the same in prompt order).
         With `documents` (ids or path globs), only passages of those documents."""
         question = self._check(question)
-        if self.corpus is not None:
-            with self._write_lock:
-                self._sync()
-                scope = resolve_scope(self.store, documents)  # fail fast on an unknown entry
-                fits = self.corpus.fits()
-                if fits:
+        with self._write_lock:  # one sync and one scope for whichever context is shown
+            self._sync()
+            scope = resolve_scope(self.store, documents)  # fail fast on an unknown entry
+            if self.corpus is not None:
+                if self.corpus.fits():
                     shown = self.corpus.passages(question, self.settings.min_score,
                                                  None if scope is None else scope.doc_ids)
                     return sorted(shown, key=lambda p: -p.score), shown
-            if self.settings.context == "corpus":
-                raise ConfigError(f"context=corpus, but the corpus has {self.corpus.words:,} words, more than "
-                                  f"corpus_max_words={self.settings.corpus_max_words:,}; use context=auto or chunk")
-        passages = self.retrieve(question, top_k, documents)
+                if self.settings.context == "corpus":
+                    raise ConfigError(f"context=corpus, but the corpus has {self.corpus.words:,} words, more than "
+                                      f"corpus_max_words={self.settings.corpus_max_words:,}; use context=auto or chunk")
+            passages = self._retrieve(question, top_k, scope)
         if self.selector is not None and passages:
             passages = self.selector.select(question, passages)
         order = self.settings.passage_order
