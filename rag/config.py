@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -38,15 +39,22 @@ def _packaged(name: str) -> Path:
     return Path(str(resources.files("rag") / "_data" / name))
 
 
-def _user_index_dir() -> Path:
+def _user_data_dir() -> Path:
     import platformdirs
 
-    return Path(platformdirs.user_data_dir("rag-local", appauthor=False)) / "index"
+    return Path(platformdirs.user_data_dir("rag-local", appauthor=False))
+
+
+def _user_index_dir() -> Path:
+    return _user_data_dir() / "index"
 
 
 PROMPTS_DIR = PROJECT_ROOT / "prompts" if IN_CHECKOUT else _packaged("prompts")
 SEEDS_DIR = PROJECT_ROOT / "seeds" if IN_CHECKOUT else _packaged("seeds")
 DEFAULT_INDEX_DIR = PROJECT_ROOT / "index" if IN_CHECKOUT else _user_index_dir()
+# One index directory per named collection (rag/collections.py); `default` is index_dir itself.
+DEFAULT_COLLECTIONS_DIR = PROJECT_ROOT / "collections" if IN_CHECKOUT else _user_data_dir() / "collections"
+COLLECTION_NAME = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
 
 # Bundled model names; anything else must be a path to a .gguf file or an http(s) URL.
 BUNDLED_MODELS = tuple(REGISTRY)
@@ -92,6 +100,12 @@ class Settings(BaseSettings):
     embed_model: str = DEFAULT_EMBED_MODEL
     embed_backend: EmbedBackend = "torch"  # rag/models/embedding.py; docs/performance.md
     index_dir: Path = DEFAULT_INDEX_DIR
+    # Collections (rag/collections.py): one index directory per name under collections_dir. With a
+    # login (RAG_AUTH) each user sees only the shared ones listed here plus their own private-<user>;
+    # only admin_users may add to or delete from a shared one. Both comma-separated.
+    collections_dir: Path = DEFAULT_COLLECTIONS_DIR
+    shared_collections: str = "default"
+    admin_users: str = ""
     top_k: int = Field(5, ge=1, le=50)
     chunk_size: int = Field(160, ge=20, le=2000)  # words per chunk, roughly 200 MiniLM tokens (its window is 256)
     chunk_overlap: int = Field(1, ge=0, le=5)  # sentences shared by neighbouring chunks
@@ -163,7 +177,27 @@ class Settings(BaseSettings):
         raise ValueError(f"model={value!r} is not known; use one of {', '.join(BUNDLED_MODELS)}, "
                          "a path to a .gguf file, or an http(s) URL of an OpenAI-compatible server")
 
-    @field_validator("index_dir", "cache_dir")
+    @field_validator("shared_collections", "admin_users", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any, info: Any) -> str:
+        items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+        names = [str(v).strip() for v in items if str(v).strip()]
+        if info.field_name == "shared_collections":
+            bad = [n for n in names if not re.fullmatch(COLLECTION_NAME, n) or n.startswith("private-")]
+            if bad:
+                raise ValueError(f"shared_collections={','.join(bad)!r}: a collection name must match "
+                                 f"{COLLECTION_NAME} and not start with 'private-' (each user's own)")
+        return ",".join(dict.fromkeys(names))
+
+    @property
+    def shared_collection_names(self) -> tuple[str, ...]:
+        return tuple(n for n in self.shared_collections.split(",") if n)
+
+    @property
+    def admin_user_names(self) -> frozenset[str]:
+        return frozenset(n for n in self.admin_users.split(",") if n)
+
+    @field_validator("index_dir", "cache_dir", "collections_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return Path(value).expanduser()

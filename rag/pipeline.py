@@ -55,7 +55,10 @@ EMBED_BATCH_CHUNKS = 256
 class RAG:
     """Question answering over one index directory. Thread-safe: writes and generation are serialised."""
 
-    def __init__(self, settings: Settings, store: IndexStore, embedder: Embedder, llm: LLM | None = None) -> None:
+    def __init__(self, settings: Settings, store: IndexStore, embedder: Embedder, llm: LLM | None = None, *,
+                 llm_source: Callable[[Settings], LLM] | None = None, llm_lock: threading.Lock | None = None) -> None:
+        """`llm_source` and `llm_lock`: where the model comes from and the lock around generating with
+        it, when several RAGs share one model (rag/collections.py); default: build_llm, a lock of our own."""
         self.settings = settings
         self.store = store
         self.embedder = embedder
@@ -75,17 +78,20 @@ class RAG:
                        if settings.context in ("auto", "corpus") else None)
         self.semantic = SemanticSupport(embedder) if settings.support == "embedding" else None
         self._llm = llm
+        self._llm_source = llm_source
         self._probe_for: LLM | None = None
         self._probe_obj = None
         self._state_obj = None
         self._write_lock = threading.RLock()
-        self._llm_lock = threading.Lock()
+        self._llm_lock = llm_lock or threading.Lock()
         self._load_lock = threading.Lock()
 
     @classmethod
     def open(cls, index_dir: str | Path | None = None, settings: Settings | None = None, *,
-             embedder: Embedder | None = None, llm: LLM | None = None, seed: bool | None = None) -> "RAG":
-        """Open (or create) the index at `index_dir`; the default index is built from seeds/ on first use."""
+             embedder: Embedder | None = None, llm: LLM | None = None, seed: bool | None = None,
+             **shared: object) -> "RAG":
+        """Open (or create) the index at `index_dir`; the default index is built from seeds/ on first use.
+        `shared`: llm_source and llm_lock, passed to the constructor."""
         settings = settings or Settings.load()
         if index_dir is not None:
             settings = settings.with_(index_dir=Path(index_dir).expanduser())
@@ -93,10 +99,10 @@ class RAG:
         directory = settings.index_dir
         if IndexStore.exists(directory):
             store = IndexStore.open(directory, embedder.name, embedder.dim, index_type=settings.index_type)
-            return cls(settings, store, embedder, llm)
+            return cls(settings, store, embedder, llm, **shared)  # type: ignore[arg-type]
         store = IndexStore.create(directory, embedder.name, embedder.dim, settings.chunk_size, settings.chunk_overlap,
                                    index_type=settings.index_type)
-        rag = cls(settings, store, embedder, llm)
+        rag = cls(settings, store, embedder, llm, **shared)  # type: ignore[arg-type]
         if seed if seed is not None else directory.resolve() == DEFAULT_INDEX_DIR.resolve():
             rag.add([SEEDS_DIR], only_supported=True)
         return rag
@@ -238,6 +244,8 @@ class RAG:
     @property
     def llm(self) -> LLM:
         with self._load_lock:  # two first questions at once must not load the model twice
+            if self._llm is None and self._llm_source is not None:
+                self._llm = self._llm_source(self.settings)
             if self._llm is None:
                 # loading a model takes seconds; only when first asked
                 from rag.models.llm import build_llm
