@@ -144,7 +144,11 @@ class Collections:
         name = check_name(name)
         if user is not None:
             self.writable(name, user)
-        return self._open(name)
+        rag = self._open(name)
+        if not IndexStore.exists(rag.store.directory):  # on disk at once, so every process lists it
+            with rag.store.writing():
+                rag.store.save()
+        return rag
 
     def _open(self, name: str) -> RAG:
         with self._lock:

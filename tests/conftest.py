@@ -19,7 +19,7 @@ def settings(tmp_path: Path) -> Settings:
     # Retrieval mode, best passage as [1]: most unit tests are about ranked passages; tests of the
     # whole-corpus context and of passage order set their own.
     return Settings(index_dir=tmp_path / "index", min_score=0.1, cache_dir=tmp_path / "cache", context="chunk",
-                    passage_order="best_first")
+                    passage_order="best_first", collections_dir=tmp_path / "collections")
 
 
 @pytest.fixture
