@@ -159,3 +159,49 @@ def test_wrapping_an_open_rag_as_default(make_rag):
     assert c.open(DEFAULT) is rag
     other = c.create("other")
     assert other.embedder is rag.embedder and other.llm is rag.llm and other._llm_lock is rag._llm_lock
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+@pytest.fixture
+def cli_env(monkeypatch, tmp_path):
+    from rag.app import cli
+    from rag.pipeline import RAG
+
+    llm = FakeLLM(["The vault code is 4417 [1]."])
+    monkeypatch.setattr(cli, "_open", lambda s: RAG.open(settings=s.with_(min_score=0.1, context="chunk"),
+                                                         embedder=FakeEmbedder(), llm=llm, seed=False))
+    monkeypatch.setenv("RAG_INDEX_DIR", str(tmp_path / "index"))
+    monkeypatch.setenv("RAG_COLLECTIONS_DIR", str(tmp_path / "collections"))
+    return cli
+
+
+def test_cli_collection_is_created_by_ingest_only(cli_env, tmp_path, capsys):
+    cli = cli_env
+    doc = write(tmp_path, "vault.md", FACT)
+    assert cli.main(["ask", "What is the vault code?", "--collection", "work"]) == cli.EXIT_ERROR
+    assert "error: no collection 'work'; existing: default" in capsys.readouterr().err
+    assert cli.main(["ingest", str(doc), "--collection", "work"]) == 0
+    out = capsys.readouterr()
+    assert "new collection 'work'" in out.err and "added" in out.out
+    assert (tmp_path / "collections" / "work" / "manifest.json").is_file()
+    assert not (tmp_path / "index").exists()  # the default index was not touched
+    assert cli.main(["list", "--collection", "work"]) == 0
+    assert "vault.md" in capsys.readouterr().out
+    assert cli.main(["ask", "--json", "What is the vault code?", "--collection", "work"]) == 0
+    assert "vault.md" in capsys.readouterr().out
+    assert cli.main(["collections"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:5] == ["default", "0", "documents", "0", "chunks"]
+    assert lines[1].split()[:5] == ["work", "1", "documents", "1", "chunks"]
+    assert lines[-1] == "2 collection(s)"
+
+
+def test_cli_collection_bad_name_and_index_together(cli_env, tmp_path, capsys):
+    cli = cli_env
+    assert cli.main(["ingest", str(tmp_path), "--collection", "../x"]) == cli.EXIT_ERROR
+    assert "bad collection name '../x'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["list", "--collection", "work", "--index", str(tmp_path)])
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -20,7 +20,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_index(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--index", type=Path, help="index directory (default: index/ in a checkout, else the user data folder; built from the seed article on first use)")
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--index", type=Path, help="index directory (default: index/ in a checkout, else the user data folder; built from the seed article on first use)")
+        g.add_argument("--collection", metavar="NAME", help="a named collection instead (`rag collections` lists them; "
+                                                            "`rag ingest --collection NAME` creates one; default: default)")
         return p
 
     p = with_index(sub.add_parser("ingest", help="add files or folders to the index"))
@@ -40,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=7860)
     add_eval_parser(sub, with_index)
+    sub.add_parser("collections", help="list the collections with their documents and chunks")
     p = sub.add_parser("config", help="print the effective settings and where each came from")
     p.add_argument("--json", action="store_true", help="print one JSON object: {setting: {value, source}}")
     return parser
@@ -50,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.load(args.config, model=getattr(args, "model", None), top_k=getattr(args, "top_k", None),
                                  index_dir=getattr(args, "index", None))
+        if getattr(args, "collection", None) is not None and args.command != "serve":
+            settings = _use_collection(settings, args)
         return COMMANDS[args.command](args, settings)
     except RagError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -57,6 +63,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; the index on disk is unchanged since its last save", file=sys.stderr)
         return 130
+
+
+def _use_collection(settings: Settings, args: argparse.Namespace) -> Settings:
+    """--collection NAME as the index directory it names; only `rag ingest` may create one."""
+    from rag.collections import Collections
+
+    collections = Collections(settings)
+    directory = collections.directory(args.collection)
+    if not collections.exists(args.collection):
+        if args.command != "ingest":
+            collections.open(args.collection)  # raises: no collection 'x'; existing: ...
+        print(f"new collection {args.collection!r} in {shown(str(directory))}", file=sys.stderr)
+    args.index = directory
+    return settings.with_(index_dir=directory)
 
 
 def _open(settings: Settings):
@@ -152,7 +172,18 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from rag.app.ui import serve  # gradio is heavy; import it only for this command
 
-    serve(settings, host=args.host, port=args.port)
+    serve(settings, host=args.host, port=args.port, collection=args.collection)
+    return EXIT_OK
+
+
+def cmd_collections(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.collections import Collections
+
+    infos = Collections(settings).infos()
+    width = max(len(i.name) for i in infos)
+    for i in infos:
+        print(f"{i.name:<{width}}  {i.documents:5d} documents  {i.chunks:6d} chunks  {shown(str(i.directory))}")
+    print(f"{len(infos)} collection(s)")
     return EXIT_OK
 
 
@@ -177,7 +208,7 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
 
 
 COMMANDS = {"ingest": cmd_ingest, "ask": cmd_ask, "list": cmd_list, "delete": cmd_delete,
-            "serve": cmd_serve, "eval": cmd_eval,
+            "serve": cmd_serve, "eval": cmd_eval, "collections": cmd_collections,
             "config": cmd_config}
 
 if __name__ == "__main__":
