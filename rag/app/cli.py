@@ -172,7 +172,8 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from rag.app.ui import serve  # gradio is heavy; import it only for this command
 
-    serve(settings, host=args.host, port=args.port, collection=args.collection)
+    chosen = {"collection": args.collection} if args.collection else {}
+    serve(settings, host=args.host, port=args.port, **chosen)
     return EXIT_OK
 
 

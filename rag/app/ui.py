@@ -1,8 +1,9 @@
 """The web UI: a Gradio app over the same `RAG` object the CLI uses (there is no second pipeline).
 
-    build_app(rag) -> gr.Blocks      the page: Ask (chat + citations), Documents, Settings; plus the
-                                     API endpoint /ask returning `Answer.to_json()`
-    serve(settings, host, port)      open the index (seeded from seeds/ on first use) and launch
+    build_app(collections) -> gr.Blocks   the page: a collection picker, Ask (chat + citations), Documents,
+                                     Settings; plus the API endpoint /ask returning `Answer.to_json()`
+                                     (a single RAG is served as the collection `default`)
+    serve(settings, host, port)      open the collections (default seeded from seeds/) and launch
 
 Safety rules:
 * every piece of document text, model output, file name and error message that goes into HTML is
@@ -12,6 +13,9 @@ Safety rules:
   (`rag.app.uploads`);
 * every handler turns errors into a message on the page; unexpected ones are logged with their
   traceback on the server only;
+* every handler takes the user from `gr.Request.username` on each call, never from a value the client
+  sends; the collection the client names is opened for that user (rag/collections.py: another user's
+  private collection is "no collection"), and uploads/deletes need write access to it;
 * all events that use the LLM share one queue slot (`concurrency_id="llm"`, limit 1), so the
   question rewrite and the answer of one user never overlap with another's.
 """
@@ -36,12 +40,14 @@ from rag.app.render import (
     timings_html,
     user_message,
 )
+from rag.app.ui_collections import collection_outputs, open_for, upload_target, user_of
 from rag.app.uploads import (
     UPLOAD_DIRNAME,
     ingest_uploads,
     outcomes_html,
     remove_uploaded_copy,
 )
+from rag.collections import Collections
 from rag.config import BUNDLED_MODELS, Settings
 from rag.errors import ConfigError
 from rag.ingest.loading import MAX_FILE_BYTES, SUPPORTED_EXTENSIONS
@@ -198,71 +204,110 @@ def api_ask(rag: RAG, question: str, top_k: int | None = None, documents: list[s
 
 # --------------------------------------------------------------------------- the app
 
-def build_app(rag: RAG) -> "gr.Blocks":  # noqa: F821 - gradio is imported lazily
+def _with_request(fn):
+    """Gradio hands the request to a parameter annotated `gr.Request`; annotations in this module are
+    strings (from __future__) and gradio is not imported at its top, so set the real class."""
     import gradio as gr
 
-    settings = rag.settings
-    upload_dir = Path(settings.index_dir) / UPLOAD_DIRNAME
-    chat = ChatHandler(rag)
+    fn.__annotations__["request"] = gr.Request
+    return fn
 
-    def on_ask(question: str, session: dict[str, Any], top_k: float, documents: list[str] | None):
-        for values in chat(question, session, top_k, documents):
+
+def build_app(source: RAG | Collections, collection: str | None = None) -> "gr.Blocks":  # noqa: F821 - gradio is imported lazily
+    """`source`: the collections to serve (or one RAG, served as the collection `default`);
+    `collection`: the one chosen first where the user may see it."""
+    import gradio as gr
+
+    collections = source if isinstance(source, Collections) else Collections(source.settings, default=source)
+    settings = collections.settings
+
+    @_with_request
+    def on_ask(question: str, session: dict[str, Any], top_k: float, documents: list[str] | None,
+               chosen: str | None, request=None):
+        try:
+            rag, _ = open_for(collections, chosen, request)
+        except Exception as exc:  # noqa: BLE001 - e.g. a collection this user may not see
+            messages = [*(session or new_session()).get("messages", []),
+                        {"role": "assistant", "content": error_html(user_message(exc))}]
+            yield _gradio_outputs((messages, question, _SKIP, citations_html(None), _SKIP, session))
+            return
+        for values in ChatHandler(rag)(question, session, top_k, documents):
             yield _gradio_outputs(values)
 
     def on_clear():
         return [], "", "", citations_html(None), new_session()
 
-    def on_upload(files, selected, progress=gr.Progress(track_tqdm=True)):
+    @_with_request
+    def on_upload(files, chosen: str | None, selected: list[str] | None, request=None,
+                  progress=gr.Progress(track_tqdm=True)):
+        user = user_of(request)
+        target = chosen
         try:
-            outcomes = ingest_uploads(rag, files or [], upload_dir, progress)
+            target = upload_target(collections, chosen, user)
+            rag = collections.open(target, user)
+            outcomes = ingest_uploads(rag, files or [], collections.directory(target) / UPLOAD_DIRNAME, progress)
             report = outcomes_html(outcomes)
+            if target != chosen and chosen:
+                report = (f'<div class="rag-muted">{esc(chosen)} is read-only for you; added to your collection '
+                          f"{esc(target)}.</div>") + report
             if any(not o.ok for o in outcomes):
                 gr.Warning("Some files were not indexed; see the report.")
         except Exception as exc:  # noqa: BLE001
             report = error_html(user_message(exc))
-        return report, None, *_docs_outputs(selected)
+        return report, None, *_docs_outputs(target, selected if target == chosen else [], user)
 
-    def _docs_outputs(selected: list[str] | None = None):
-        """The documents table, the delete pick, the count, and the "Search in" choices (the chosen
-        documents that are still indexed stay chosen)."""
+    def _docs_outputs(chosen: str | None, selected: list[str] | None, user: str | None):
+        """The picker, the documents table, the delete pick, the count, and the "Search in" choices
+        (the chosen documents that are still indexed stay chosen), all of the collection `chosen`."""
+        names, name, note = collection_outputs(collections, chosen, user)
+        rag = collections.open(name, user)
         rows = documents_rows(rag)
         choices = document_choices(rag)
         ids = {doc_id for _, doc_id in choices}
-        return (rows, gr.update(choices=choices, value=None), f"{len(rows)} document(s) indexed",
+        return (gr.update(choices=names, value=name), rows, gr.update(choices=choices, value=None),
+                f"{len(rows)} document(s) in {name}{note}",
                 gr.update(choices=choices, value=[d for d in selected or [] if d in ids]))
 
-    def on_refresh(selected: list[str] | None = None):
+    @_with_request
+    def on_refresh(chosen: str | None = None, selected: list[str] | None = None, request=None):
         try:
-            return _docs_outputs(selected)
+            return _docs_outputs(chosen, selected, user_of(request))
         except Exception as exc:  # noqa: BLE001
             gr.Warning(user_message(exc))
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
 
-    def on_delete(doc_id: str | None, selected: list[str] | None):
+    @_with_request
+    def on_delete(doc_id: str | None, chosen: str | None, selected: list[str] | None, request=None):
+        user = user_of(request)
         if not doc_id:
-            return error_html("Choose a document to delete first."), *_docs_outputs(selected)
+            return error_html("Choose a document to delete first."), *_docs_outputs(chosen, selected, user)
         try:
-            info = rag.delete(doc_id)
+            name = collections.writable(chosen or collections.names(user)[0], user)
+            info = collections.open(name, user).delete(doc_id)
         except Exception as exc:  # noqa: BLE001
-            return error_html(user_message(exc)), *_docs_outputs(selected)
-        remove_uploaded_copy(info.source, upload_dir)
+            return error_html(user_message(exc)), *_docs_outputs(chosen, selected, user)
+        remove_uploaded_copy(info.source, collections.directory(name) / UPLOAD_DIRNAME)
         msg = f'<div class="rag-report rag-ok">Deleted {esc(short_source(info.source))} ({info.chunks} chunks).</div>'
-        return msg, *_docs_outputs(selected)
+        return msg, *_docs_outputs(chosen, selected, user)
 
     def on_model(name: str):
-        if not name or name == rag.settings.model:
-            return f'<div class="rag-muted">Model in use: {esc(rag.settings.model)}</div>'
+        if not name or name == collections.settings.model:
+            return f'<div class="rag-muted">Model in use: {esc(collections.settings.model)}</div>'
         try:
-            rag.use_model(name)
+            collections.use_model(name)
         except Exception as exc:  # noqa: BLE001
             return error_html(user_message(exc))
         return (f'<div class="rag-muted">Model switched to {esc(name)}; it loads with the next question '
                 "(a few seconds). This applies to everyone using this server.</div>")
 
-    def ask_endpoint(question: str, top_k: int = settings.top_k, documents: list[str] | None = None) -> dict:
+    @_with_request
+    def ask_endpoint(question: str, top_k: int = settings.top_k, documents: list[str] | None = None,
+                     collection: str | None = None, request=None) -> dict:
         """Answer one standalone question; returns the answer, its citations and timings. `documents`:
-        doc ids or path globs to answer from (default: all documents)."""
+        doc ids or path globs to answer from (default: all documents); `collection`: the collection to
+        ask (default: the first one yours, `default`)."""
         try:
+            rag, _ = open_for(collections, collection, request)
             return api_ask(rag, question, top_k, documents)
         except Exception as exc:  # noqa: BLE001
             raise gr.Error(user_message(exc)) from None
@@ -270,6 +315,8 @@ def build_app(rag: RAG) -> "gr.Blocks":  # noqa: F821 - gradio is imported lazil
     with gr.Blocks(title="Ask your documents", analytics_enabled=False) as demo:
         session = gr.State(new_session())
         gr.Markdown("## Ask your documents\nAnswers come only from the indexed documents, with numbered citations you can check.")
+        picker = gr.Dropdown(label="Collection", choices=[collection] if collection else [], value=collection,
+                             elem_id="rag-collection", allow_custom_value=False)
         with gr.Tabs():
             with gr.Tab("Ask", id="ask"):
                 with gr.Row(equal_height=False):
@@ -315,20 +362,21 @@ def build_app(rag: RAG) -> "gr.Blocks":  # noqa: F821 - gradio is imported lazil
 
         chat_outputs = [chatbot, question, rewritten, cites, timings, session]
         for trigger in (ask_btn.click, question.submit):
-            trigger(on_ask, [question, session, top_k, search_in], chat_outputs, api_visibility="private",
+            trigger(on_ask, [question, session, top_k, search_in, picker], chat_outputs, api_visibility="private",
                     concurrency_id=LLM_QUEUE, concurrency_limit=1, show_progress="minimal")
         clear_btn.click(on_clear, None, [chatbot, question, rewritten, cites, session], api_visibility="private",
                         queue=False)
         chatbot.clear(on_clear, None, [chatbot, question, rewritten, cites, session], api_visibility="private",
                       queue=False)
-        upload_btn.click(on_upload, [files, search_in], [upload_report, files, docs_table, doc_pick, doc_count, search_in],
+        docs_outputs = [picker, docs_table, doc_pick, doc_count, search_in]
+        upload_btn.click(on_upload, [files, picker, search_in], [upload_report, files, *docs_outputs],
                          api_visibility="private", concurrency_id="write", concurrency_limit=1)
-        delete_btn.click(on_delete, [doc_pick, search_in], [delete_report, docs_table, doc_pick, doc_count, search_in],
+        delete_btn.click(on_delete, [doc_pick, picker, search_in], [delete_report, *docs_outputs],
                          api_visibility="private", concurrency_id="write", concurrency_limit=1)
         model.change(on_model, [model], [model_status], api_visibility="private",
                      concurrency_id=LLM_QUEUE, concurrency_limit=1)
-        demo.load(on_refresh, [search_in], [docs_table, doc_pick, doc_count, search_in], api_visibility="private",
-                  queue=False)
+        demo.load(on_refresh, [picker, search_in], docs_outputs, api_visibility="private", queue=False)
+        picker.input(on_refresh, [picker], docs_outputs, api_visibility="private", queue=False)
         gr.api(ask_endpoint, api_name="ask", concurrency_id=LLM_QUEUE, concurrency_limit=1)
     return demo
 
@@ -345,14 +393,17 @@ def launch(demo: "gr.Blocks", host: str = "127.0.0.1", port: int | None = 7860, 
     )
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860) -> None:
-    """Open the index (the default one is built from seeds/ on first use) and serve the UI."""
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860, collection: str | None = None) -> None:
+    """Open the collections (the default index is built from seeds/ on first use) and serve the UI;
+    `collection` is the one shown first (to users who may see it)."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     auth = parse_auth(os.environ.get("RAG_AUTH"))
-    rag = RAG.open(settings=settings)
-    demo = build_app(rag)
+    collections = Collections(settings, default=RAG.open(settings=settings))
+    if collection is not None:
+        collections.open(collection)  # an unknown name fails here, naming the existing ones
+    demo = build_app(collections, collection)
     if host not in ("127.0.0.1", "localhost", "::1") and not auth:
         log.warning("serving on %s without a login; set RAG_AUTH=user:password to require one", host)
     log.info("serving on http://%s:%d (model %s, index %s)", host, port, settings.model, settings.index_dir)
