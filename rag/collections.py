@@ -73,7 +73,7 @@ class Collections:
                  default: RAG | None = None) -> None:
         """`default`: an already open RAG to serve as the `default` collection (its settings, embedder
         and model are then shared by the others)."""
-        self.settings = default.settings if default is not None else settings
+        self.settings = settings.with_(index_dir=default.settings.index_dir) if default is not None else settings
         self._embedder = default.embedder if default is not None else embedder
         self._llm, self._llm_model = llm, (self.settings.model if llm is not None else None)
         self._default = default
