@@ -83,7 +83,7 @@ def test_alice_private_upload_is_invisible_to_bob(app, tmp_path):
     assert "read-only for you" in count and len(rows) == 1
     # uploading while on the shared default (read-only for her) lands in her private collection
     report, picker, rows = upload(handlers, "alice", DEFAULT, doc)
-    assert "indexed as vault.md" in report and "read-only for you" in report
+    assert "indexed as vault.md" in report and "went to your own collection private-alice" in report
     assert picker["value"] == "private-alice" and [r[0] for r in rows] == ["vault.md"]
     alice_doc = rows[0][3]
     assert [d.id for d in collections.open(DEFAULT).documents()] != [alice_doc]  # not in the shared one

@@ -248,8 +248,8 @@ def build_app(source: RAG | Collections, collection: str | None = None) -> "gr.B
             outcomes = ingest_uploads(rag, files or [], collections.directory(target) / UPLOAD_DIRNAME, progress)
             report = outcomes_html(outcomes)
             if target != chosen and chosen:
-                report = (f'<div class="rag-muted">{esc(chosen)} is read-only for you; added to your collection '
-                          f"{esc(target)}.</div>") + report
+                report = (f'<div class="rag-muted">You cannot add to {esc(chosen)}; the files went to your own '
+                          f"collection {esc(target)}.</div>") + report
             if any(not o.ok for o in outcomes):
                 gr.Warning("Some files were not indexed; see the report.")
         except Exception as exc:  # noqa: BLE001
