@@ -205,3 +205,15 @@ def test_cli_collection_bad_name_and_index_together(cli_env, tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["list", "--collection", "work", "--index", str(tmp_path)])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_shared_collections_and_admins_from_the_environment(monkeypatch):
+    from rag.config import Settings
+
+    monkeypatch.setenv("RAG_SHARED_COLLECTIONS", " default, team ,")
+    monkeypatch.setenv("RAG_ADMIN_USERS", "root,ops")
+    s = Settings()
+    assert s.shared_collection_names == ("default", "team") and s.admin_user_names == {"root", "ops"}
+    for bad in ("team,private-bob", "a b"):
+        with pytest.raises(ConfigError, match=r"shared_collections=.*must match \[A-Za-z0-9\]"):
+            Settings(shared_collections=bad)
