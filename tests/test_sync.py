@@ -176,3 +176,21 @@ def test_hidden_files_are_neither_added_nor_removed_and_a_missing_folder_is_an_e
     with pytest.raises(InputError, match=r"folder to sync does not exist: .*nope"):
         rag.sync([folder, tmp_path / "nope"])
     assert sources(rag) == {str(folder / "a.txt"), str(hidden)}
+
+
+def test_sync_writes_on_the_latest_generation_and_a_reader_serves_its_result(make_rag, settings, tmp_path):
+    rag = make_rag()
+    folder = tmp_path / "notes"
+    a = write(folder / "a.txt", BRIDGE)
+    write(folder / "b.txt", FERRY)
+    rag.sync([folder])
+    server = RAG.open(settings=settings, embedder=FakeEmbedder(), seed=False)  # `rag serve` elsewhere
+    other = RAG.open(settings=settings, embedder=FakeEmbedder(), seed=False)  # `rag ingest` elsewhere
+    outside = write(tmp_path / "x.txt", LIGHTHOUSE)
+    other.add([outside])  # saved after `rag`'s last look at the index
+    a.unlink()
+    rag.sync([folder])
+    assert sources(rag) == {str(folder / "b.txt"), str(outside)}  # the other process's save is kept
+    hits = server.retrieve("When did the Tamar bridge open across the river?", top_k=5)
+    assert hits and all(p.chunk.source != str(a) for p in hits)
+    assert sources(server) == {str(folder / "b.txt"), str(outside)}
