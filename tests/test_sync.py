@@ -32,7 +32,7 @@ def write(path: Path, text: str) -> Path:
 
 def cite_lighthouse(prompt: str) -> str:
     """A fake model that copies the lighthouse sentence from the passage it was shown, with its number."""
-    m = re.search(r"\[(\d+)\] [^\[]*?(The Smeaton lighthouse[^.\n]*\.)", prompt, re.S)
+    m = re.search(r"\[(\d+)\] [^\[]*?(The Smeaton lighthouse[^.\n]*\.)", prompt, re.DOTALL)
     return f"{m.group(2).strip()} [{m.group(1)}]" if m else "Not in the documents."
 
 

@@ -13,7 +13,8 @@ from rag.pipeline import RAG
 from rag.store.faiss_index import IndexStore
 from rag.testing import FakeEmbedder, FakeLLM
 
-WORDS = "alder birch cedar damson elder fir gorse hazel ilex juniper larch maple oak pine rowan yew".split()
+WORDS = ["alder", "birch", "cedar", "damson", "elder", "fir", "gorse", "hazel", "ilex", "juniper", "larch", "maple",
+         "oak", "pine", "rowan", "yew"]
 
 
 def text(n: int, version: int = 0) -> str:
@@ -50,7 +51,7 @@ def test_a_burst_of_100_changes_is_synced_in_a_few_batches_with_one_line_each(ma
             lines.append(line)
 
     thread = threading.Thread(target=watch, args=(rag, [folder]),
-                              kwargs=dict(on_event=on_event, on_batch=reports.append, quiet=0.5, stop=stop))
+                              kwargs={"on_event": on_event, "on_batch": reports.append, "quiet": 0.5, "stop": stop})
     thread.start()
     try:
         assert wait_for(lambda: len(reports) == 1), "the first sync did not finish"
@@ -98,8 +99,8 @@ def test_a_move_in_a_watched_folder_is_one_moved_line(make_rag, tmp_path):
     (folder / "a").mkdir(parents=True)
     (folder / "a" / "x.txt").write_text(text(1), encoding="utf-8")
     lines, reports, stop = [], [], threading.Event()
-    thread = threading.Thread(target=watch, args=(rag, [folder]), kwargs=dict(
-        on_event=lambda e: lines.append(cli.sync_line(e)), on_batch=reports.append, quiet=0.3, stop=stop))
+    thread = threading.Thread(target=watch, args=(rag, [folder]), kwargs={
+        "on_event": lambda e: lines.append(cli.sync_line(e)), "on_batch": reports.append, "quiet": 0.3, "stop": stop})
     thread.start()
     try:
         assert wait_for(lambda: len(reports) == 1)
@@ -137,8 +138,8 @@ def test_rag_sync_prints_each_change_and_a_summary(fake_open, tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out == [f"moved     {folder / 'a.txt'} -> {folder / 'c.txt'}",
                    f"removed   {folder / 'b.txt'}",
-                   f"failed    {folder / 'bad.xyz'}: unsupported file type '.xyz'; supported: "
-                   ".txt, .md, .html, .htm, .pdf, .docx",
+                   (f"failed    {folder / 'bad.xyz'}: unsupported file type '.xyz'; supported: "
+                    ".txt, .md, .html, .htm, .pdf, .docx"),
                    "0 added, 0 changed, 1 removed, 1 moved, 0 unchanged, 1 failed"]
     assert cli.main(["sync", str(tmp_path / "nope"), "--index", str(fake_open)]) == cli.EXIT_ERROR
     assert capsys.readouterr().err.strip() == f"error: folder to sync does not exist: {tmp_path / 'nope'}"
