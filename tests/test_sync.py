@@ -194,3 +194,22 @@ def test_sync_writes_on_the_latest_generation_and_a_reader_serves_its_result(mak
     hits = server.retrieve("When did the Tamar bridge open across the river?", top_k=5)
     assert hits and all(p.chunk.source != str(a) for p in hits)
     assert sources(server) == {str(folder / "b.txt"), str(outside)}
+
+
+def test_copies_with_the_same_contents_move_one_to_one(make_rag, tmp_path):
+    emb = FakeEmbedder()
+    rag = make_rag(embedder=emb)
+    folder = tmp_path / "notes"
+    write(folder / "a.txt", FERRY)
+    write(folder / "b.txt", FERRY)
+    rag.sync([folder])
+    emb.calls.clear()
+    (folder / "a.txt").rename(folder / "c.txt")
+    (folder / "b.txt").rename(folder / "d.txt")
+    write(folder / "e.txt", FERRY)  # a third copy: new, so embedded
+    report = rag.sync([folder])
+    assert sorted((Path(m.old_source).name, Path(m.info.source).name) for m in report.moved) == [
+        ("a.txt", "c.txt"), ("b.txt", "d.txt")]
+    assert [Path(i.source).name for i in report.added] == ["e.txt"] and not report.removed
+    assert embedded(emb) == [FERRY]
+    assert {Path(s).name for s in sources(rag)} == {"c.txt", "d.txt", "e.txt"}
