@@ -33,7 +33,10 @@ from rag.config import DEFAULT_INDEX_DIR, SEEDS_DIR, Settings
 from rag.errors import ConfigError, InputError, LoadError
 from rag.ingest import loading
 from rag.ingest.chunking import SentenceChunker
+from rag.ingest.folders import file_hashes
+from rag.ingest.folders import scan as folders_scan
 from rag.models.embedding import Embedder, build_embedder
+from rag.store import moves
 from rag.store.faiss_index import IndexStore
 from rag.types import (
     Answer,
@@ -44,6 +47,7 @@ from rag.types import (
     IngestEvent,
     IngestReport,
     Passage,
+    SyncReport,
 )
 
 # Saved llama.cpp prompt states (rag/llama_state.PromptCache), inside the index directory.
@@ -119,8 +123,11 @@ class RAG:
         process's save is not held up by our model; only applying a batch and saving hold it, on the
         latest generation on disk (IndexStore.writing). Chunk ids are handed out then, under the lock:
         ids reserved earlier could have been used meanwhile by another process."""
-        report = IngestReport()
-        files = list(loading.discover(paths))
+        return self._add_files(list(loading.discover(paths)), IngestReport(), progress, only_supported, on_event)
+
+    def _add_files(self, files: list[Path], report: IngestReport, progress: bool, only_supported: bool,
+                   on_event: Callable[[IngestEvent], None] | None) -> IngestReport:
+        """RAG.add on files already found (a file gone meanwhile is named as failed, not an InputError)."""
         if only_supported:
             files = [f for f in files if f.suffix.lower() in loading.SUPPORTED_EXTENSIONS]
         limits = loading.Limits.of(self.settings)
@@ -188,6 +195,41 @@ class RAG:
                     self.store.save()
         return report
 
+    def sync(self, folders: Iterable[str | Path], *, changed: Iterable[str | Path] | None = None,
+             progress: bool = False, only_supported: bool = False,
+             on_event: Callable[[IngestEvent], None] | None = None) -> SyncReport:
+        """Make the index match `folders`: new and changed files added (RAG.add), documents of files gone
+        from them removed, a moved or renamed file re-keyed to its new path without re-embedding (same
+        bytes and type). Documents outside the folders are never touched. With `changed` (paths from a
+        watcher), only those paths are looked at. Removals and moves are saved first, under the lock."""
+        found = folders_scan(folders, changed, skip_under=self.store.directory.resolve())
+        report = SyncReport()
+        with self._write_lock:
+            self._sync()
+            hashes = {}
+            if any(r.content_hash for r in moves.vanished(self.store, found)):  # else no move to find
+                hashes = file_hashes((f for f in found.files if self.store.doc_for_source(str(f.resolve())) is None),
+                                     loading.Limits.of(self.settings).max_bytes)
+            with self.store.writing():
+                report.moved, report.removed = moves.retire(self.store, found, hashes)
+                if report.moved or report.removed:
+                    self.store.save()
+            for m in report.moved:
+                if on_event is not None:
+                    on_event(IngestEvent("moved", m.info.source, 0, 0, info=m.info, previous=m.old_source))
+            for info in report.removed:
+                if on_event is not None:
+                    on_event(IngestEvent("removed", info.source, 0, 0, info=info))
+            kept, at = {m.info.id for m in report.moved}, {m.info.source for m in report.moved}
+
+            def tell(event: IngestEvent) -> None:  # a moved file is found unchanged at its new path
+                if on_event is not None and not (event.step == "unchanged" and event.path in at):
+                    on_event(event)
+
+            self._add_files(found.files, report, progress, only_supported, tell)
+        report.unchanged = [i for i in report.unchanged if i not in kept]
+        return report
+
     def _embed(self, pending: list[tuple[Document, list[Chunk]]], progress: bool
                ) -> list[tuple[Document, list[Chunk], np.ndarray]]:
         """Embed the chunks of several files in one call (the model is ~99% of ingest time and works
@@ -218,6 +260,7 @@ class RAG:
             if old is not None:
                 self.store.remove(old)
             self.store.add(doc.id, doc.source, len(doc.text), chunks, vectors)
+            self.store.docs[doc.id].content_hash = doc.content_hash  # lets RAG.sync re-key it when moved
             stored.append(("replaced" if old is not None else "added", info))
         return stored
 

@@ -15,6 +15,7 @@ class Document:
     text: str
     # Sorted (char_offset, page_number) pairs: page of a char is the last entry whose offset <= char.
     page_starts: tuple[tuple[int, int], ...] = ()
+    content_hash: str = ""  # hash of the file's bytes alone (loading.content_hash): a moved file keeps it
 
     def page_at(self, offset: int) -> int | None:
         page = None
@@ -151,14 +152,17 @@ class FileFailure:
 class IngestEvent:
     """One step of `RAG.add`, told as it happens: `reading` a file (before it is read: a file that
     stalls is the last one named), then its outcome once final: `added`/`replaced` (only after the save
-    that keeps it), `unchanged`, or `failed` with the reason. `done` files of `total` are finished."""
+    that keeps it), `unchanged`, or `failed` with the reason. `done` files of `total` are finished.
+    `RAG.sync` also tells `removed` (a file gone from a synced folder) and `moved` (`previous` -> `path`),
+    each once saved."""
 
-    step: Literal["reading", "added", "replaced", "unchanged", "failed"]
+    step: Literal["reading", "added", "replaced", "unchanged", "failed", "removed", "moved"]
     path: str
     done: int
     total: int
     reason: str = ""
     info: DocumentInfo | None = None
+    previous: str = ""  # moved: the path the document had before
 
 
 @dataclass
@@ -176,6 +180,24 @@ class IngestReport:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class MovedDocument:
+    """A file moved or renamed with its contents unchanged: its document re-keyed, its vectors kept."""
+
+    old_id: str
+    old_source: str
+    info: DocumentInfo  # the new id and source
+
+
+@dataclass
+class SyncReport(IngestReport):
+    """What `RAG.sync` did: `RAG.add`'s report for the files present (`replaced` = changed), plus the
+    documents of vanished files `removed`, and those `moved` (re-keyed to their new path, not re-embedded)."""
+
+    removed: list[DocumentInfo] = field(default_factory=list)
+    moved: list[MovedDocument] = field(default_factory=list)
 
 
 def short_source(source: str) -> str:

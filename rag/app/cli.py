@@ -4,11 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from rag.app.eval_commands import add_eval_parser, with_default_subcommand
 from rag.config import Settings
-from rag.errors import RagError
+from rag.errors import InputError, RagError
 from rag.types import Answer, IngestEvent, short_source
 
 EXIT_OK, EXIT_ERROR, EXIT_PARTIAL = 0, 1, 3
@@ -28,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
 
     p = with_index(sub.add_parser("ingest", help="add files or folders to the index"))
     p.add_argument("paths", nargs="+")
+    p = with_index(sub.add_parser("sync", help="make the index match folders: add new and changed files, "
+                                               "remove the documents of deleted files, re-key moved ones"))
+    p.add_argument("folders", nargs="+")
+    p.add_argument("--watch", action="store_true", help="keep syncing as files change, until Ctrl-C")
+    p.add_argument("--quiet", type=float, default=1.0, metavar="SECONDS",
+                   help="with --watch: sync once no change has come for this long (default: 1)")
     p = with_index(sub.add_parser("ask", help="ask a question"))
     p.add_argument("question")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -66,13 +73,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _use_collection(settings: Settings, args: argparse.Namespace) -> Settings:
-    """--collection NAME as the index directory it names; only `rag ingest` may create one."""
+    """--collection NAME as the index directory it names; only `rag ingest` and `rag sync` may create one."""
     from rag.collections import Collections
 
     collections = Collections(settings)
     directory = collections.directory(args.collection)
     if not collections.exists(args.collection):
-        if args.command != "ingest":
+        if args.command not in ("ingest", "sync"):
             collections.open(args.collection)  # raises: no collection 'x'; existing: ...
         print(f"new collection {args.collection!r} in {shown(str(directory))}", file=sys.stderr)
     args.index = directory
@@ -129,6 +136,51 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     if counts["failed"]:
         print(f"{counts['failed']} file(s) could not be indexed; the others were saved", file=sys.stderr)
         return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def sync_line(event: IngestEvent) -> str | None:
+    """The log line of one change a sync made (None for a file read or found unchanged)."""
+    name = {"replaced": "changed"}.get(event.step, event.step)
+    if event.step == "failed":
+        return f"failed    {shown(event.path)}: {_plain(event.reason)}"
+    if event.step == "moved":
+        return f"moved     {shown(event.previous)} -> {shown(event.path)}"
+    if event.step == "removed":
+        return f"removed   {shown(event.path)}"
+    if event.step in ("added", "replaced") and event.info is not None:
+        return f"{name:<9} {shown(event.info.source)} ({event.info.chunks} chunks)"
+    return None
+
+
+def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    """One line per change; with --watch, again after every burst of changes, until Ctrl-C."""
+    if args.quiet <= 0:
+        raise InputError(f"--quiet must be a number of seconds above 0, not {args.quiet:g}")
+    rag = _open(settings)
+
+    def on_event(event: IngestEvent) -> None:
+        line = sync_line(event)
+        if line is not None:
+            print(f"{time.strftime('%H:%M:%S')} {line}" if args.watch else line, flush=True)
+
+    if not args.watch:
+        r = rag.sync(args.folders, progress=sys.stderr.isatty(), on_event=on_event)
+        print(f"{len(r.added)} added, {len(r.replaced)} changed, {len(r.removed)} removed, {len(r.moved)} moved, "
+              f"{len(r.unchanged)} unchanged, {len(r.failed)} failed")
+        return EXIT_PARTIAL if r.failed else EXIT_OK
+    from rag.app.watch import watch  # watchdog only for this command
+
+    def on_batch(report) -> None:
+        if not announced:  # after the first sync, which reports what the folders held
+            announced.append(True)
+            print(f"watching {', '.join(shown(str(f)) for f in args.folders)}; Ctrl-C to stop", file=sys.stderr, flush=True)
+
+    announced: list[bool] = []
+    try:
+        watch(rag, args.folders, on_event=on_event, on_batch=on_batch, quiet=args.quiet)
+    except KeyboardInterrupt:
+        print("stopped watching; every change printed above is saved in the index", file=sys.stderr)
     return EXIT_OK
 
 
@@ -208,7 +260,7 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"ingest": cmd_ingest, "ask": cmd_ask, "list": cmd_list, "delete": cmd_delete,
+COMMANDS = {"ingest": cmd_ingest, "sync": cmd_sync, "ask": cmd_ask, "list": cmd_list, "delete": cmd_delete,
             "serve": cmd_serve, "eval": cmd_eval, "collections": cmd_collections,
             "config": cmd_config}
 

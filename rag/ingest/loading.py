@@ -125,6 +125,11 @@ def document_id(source: str, data: bytes) -> str:
     return hashlib.sha256(source.encode("utf-8", "surrogateescape") + b"\0" + data).hexdigest()[:16]
 
 
+def content_hash(data: bytes) -> str:
+    """The file's contents alone, whatever its path: `RAG.sync` finds a moved file by it."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def load(path: Path, limits: Limits | None = None) -> Document:
     """Read one file into a Document, or raise LoadError with a reason a person can act on."""
     limits = limits or Limits.default()
@@ -156,7 +161,8 @@ def load(path: Path, limits: Limits | None = None) -> Document:
         reason = "PDF has no text layer (scanned image?)" if ext == ".pdf" else "no text found in file"
         raise LoadError(name, reason)
     source = str(path.resolve())
-    return Document(id=document_id(source, data), source=source, text=text, page_starts=page_starts)
+    return Document(id=document_id(source, data), source=source, text=text, page_starts=page_starts,
+                    content_hash=content_hash(data))
 
 
 def _size(n: int) -> str:

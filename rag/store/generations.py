@@ -44,6 +44,7 @@ class DocRecord:
     source: str
     chars: int
     chunk_ids: list[int] = field(default_factory=list)
+    content_hash: str = ""  # of the file's bytes (loading.content_hash); "" in indexes saved before it
 
 
 def read_manifest(directory: Path) -> Manifest:
