@@ -35,6 +35,7 @@ from rag.ingest import loading
 from rag.ingest.chunking import SentenceChunker
 from rag.models.embedding import Embedder, build_embedder
 from rag.store.faiss_index import IndexStore
+from rag.store.interface import Store
 from rag.types import (
     Answer,
     Chunk,
@@ -55,7 +56,7 @@ EMBED_BATCH_CHUNKS = 256
 class RAG:
     """Question answering over one index directory. Thread-safe: writes and generation are serialised."""
 
-    def __init__(self, settings: Settings, store: IndexStore, embedder: Embedder, llm: LLM | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store, embedder: Embedder, llm: LLM | None = None) -> None:
         self.settings = settings
         self.store = store
         self.embedder = embedder
@@ -91,6 +92,15 @@ class RAG:
             settings = settings.with_(index_dir=Path(index_dir).expanduser())
         embedder = embedder or build_embedder(settings)
         directory = settings.index_dir
+        if settings.store:  # PostgreSQL (rag/store/postgres.py); seeded only when asked (seed=True)
+            from rag.store.postgres import PgStore
+
+            store = PgStore.connect(settings.store, embedder.name, embedder.dim, settings.chunk_size,
+                                    settings.chunk_overlap, directory)
+            rag = cls(settings, store, embedder, llm)
+            if seed and not store.docs:
+                rag.add([SEEDS_DIR], only_supported=True)
+            return rag
         if IndexStore.exists(directory):
             store = IndexStore.open(directory, embedder.name, embedder.dim, index_type=settings.index_type)
             return cls(settings, store, embedder, llm)
@@ -177,7 +187,7 @@ class RAG:
                 if sum(len(c) for _, c in pending) >= EMBED_BATCH_CHUNKS:
                     flush()
             flush()
-            if not IndexStore.exists(self.store.directory):
+            if not self.store.persisted:
                 with self.store.writing():
                     self.store.save()
         return report

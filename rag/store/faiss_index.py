@@ -147,6 +147,11 @@ class IndexStore:
         directory = Path(directory)
         return cls(directory, *read_latest(directory, embed_model, dim), index_type)
 
+    @property
+    def persisted(self) -> bool:
+        """Whether a save has written this index's manifest (the Store interface, rag/store/interface.py)."""
+        return self.exists(self.directory)
+
     def disk_generation(self) -> int | None:
         """The generation manifest.json names now (None before the first save). Reading one small
         file is cheap enough to do before every question, to notice another process's save."""
