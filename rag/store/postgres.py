@@ -20,7 +20,9 @@ The same guarantees as the FAISS store, from the database instead of files:
                 document records (ids, sources, chunk ids; not texts or vectors) read again.
 Search runs in SQL: dense by pgvector's HNSW index (`<=>`, cosine), lexical by full-text search
 (`lexical_search`: ts_rank over the GIN-indexed tsvector), both filtered by chunk id in the WHERE clause
-before ranking when a question is scoped. Chunk texts are fetched as searches return them (cached per
+before ranking when a question is scoped. A search returns only chunks of the documents this store holds
+(the generation of its last refresh): another process's commit since then shows from the next refresh
+on, never half, as with the FAISS store's generations. Chunk texts are fetched as searches return them (cached per
 generation), so no BM25 or corpus copy is rebuilt in memory per change.
 """
 from __future__ import annotations
@@ -255,7 +257,7 @@ class PgStore:
                 self.conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
                 rows = self.conn.execute(f"SELECT {_CHUNK_COLS}, embedding <=> %s FROM rag_chunks WHERE id = ANY(%s) "
                                          "ORDER BY embedding <=> %s LIMIT %s", (q, list(within), q, k)).fetchall()
-        return [(self.chunks.seen(_chunk(r)), 1.0 - float(r[7])) for r in rows]
+        return [(self.chunks.seen(_chunk(r)), 1.0 - float(r[7])) for r in rows if r[1] in self.docs]
 
     def lexical_search(self, question: str, k: int, within: frozenset[int] | None = None) -> list[Chunk]:
         """Full-text ranking: chunks sharing any of the question's stemmed words (stop words dropped),
@@ -268,7 +270,7 @@ class PgStore:
             f"SELECT {', '.join('c.' + col.strip() for col in _CHUNK_COLS.split(','))} FROM rag_chunks c, q "
             f"WHERE c.tsv @@ q.q {where} ORDER BY ts_rank(c.tsv, q.q, 1) DESC, c.id LIMIT %s",
             [question, *args, k]).fetchall()
-        return [self.chunks.seen(_chunk(r)) for r in rows]
+        return [self.chunks.seen(_chunk(r)) for r in rows if r[1] in self.docs]
 
     def vectors(self, ids: list[int]) -> np.ndarray | None:
         if not ids:
@@ -276,7 +278,9 @@ class PgStore:
         found = dict(self.conn.execute("SELECT id, embedding FROM rag_chunks WHERE id = ANY(%s)", (list(ids),)).fetchall())
         if any(i not in found for i in ids):
             return None
-        return np.stack([np.asarray(found[i], dtype=np.float32) for i in ids])
+        # pgvector >= 0.4 reads a vector as its Vector class, older versions as a numpy array
+        return np.stack([np.asarray(v.to_numpy() if hasattr(v, "to_numpy") else v, dtype=np.float32)
+                         for v in (found[i] for i in ids)])
 
     def documents(self) -> list[DocumentInfo]:
         return [DocumentInfo(id=d.id, source=d.source, chunks=len(d.chunk_ids), chars=d.chars)
