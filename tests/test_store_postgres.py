@@ -179,3 +179,18 @@ def test_whole_corpus_and_answers_through_rag(pg_settings, tmp_path):
     assert small.corpus.words == small.store.corpus_words
     ranked, _ = small.context("When was the river bridge built?", top_k=2)
     assert len(ranked) == 2
+
+
+def test_a_lost_connection_is_a_store_error_and_the_next_question_reconnects(pg_settings, pg_server, tmp_path):
+    import psycopg
+
+    rag = open_pg(pg_settings)
+    rag.add(write_docs(tmp_path / "docs"))
+    pid = rag.store.conn.info.backend_pid
+    with psycopg.connect(pg_server.get_uri(), autocommit=True) as admin:  # the server drops our session
+        assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+    with pytest.raises(StoreError, match=r"the index database postgresql://.* failed"):
+        rag.store.search(FakeEmbedder().embed(["bridge"])[0], 2)
+    assert rag.store.conn.broken
+    passages = rag.retrieve("When was the river bridge built?", top_k=2)  # refresh() connects again
+    assert passages and rag.store.conn.info.backend_pid != pid

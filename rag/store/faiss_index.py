@@ -147,10 +147,7 @@ class IndexStore:
         directory = Path(directory)
         return cls(directory, *read_latest(directory, embed_model, dim), index_type)
 
-    @property
-    def persisted(self) -> bool:
-        """Whether a save has written this index's manifest (the Store interface, rag/store/interface.py)."""
-        return self.exists(self.directory)
+    persisted = property(lambda self: self.exists(self.directory), doc="A save has written the manifest (Store).")
 
     def disk_generation(self) -> int | None:
         """The generation manifest.json names now (None before the first save). Reading one small

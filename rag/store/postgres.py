@@ -27,6 +27,7 @@ generation), so no BM25 or corpus copy is rebuilt in memory per change.
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -53,6 +54,25 @@ def redact(uri: str) -> str:
     return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", uri)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _db_errors(method):
+    """A database failure (server gone, connection lost) as a StoreError naming the database; the next
+    refresh() (RAG does one before every read) connects again."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        import psycopg
+
+        try:
+            return method(self, *args, **kwargs)
+        except psycopg.Error as exc:
+            raise StoreError(f"the index database {redact(self.uri)} failed: {_first_line(exc)}") from exc
+    return wrapper
+
+
 def _chunk(row) -> Chunk:
     return Chunk(id=row[0], doc_id=row[1], source=row[2], text=row[3], start=row[4], end=row[5], page=row[6])
 
@@ -77,13 +97,8 @@ class PgStore:
         """Open the index in the database at `uri`, creating its tables the first time (then stamped
         with this model, dimension and chunk settings); fail if it was built with another model."""
         import psycopg
-        from pgvector.psycopg import register_vector
 
-        try:
-            conn = psycopg.connect(uri, autocommit=True, connect_timeout=10)
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to the index database {redact(uri)}: "
-                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from exc
+        conn = _connect(uri)
         try:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))  # two first opens create once
@@ -92,8 +107,7 @@ class PgStore:
                 conn.execute("INSERT INTO rag_meta (format_version, embed_model, dim, chunk_size, chunk_overlap) "
                              "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                              (FORMAT_VERSION, embed_model, dim, chunk_size, chunk_overlap))
-            register_vector(conn)
-            conn.execute(f"SET hnsw.ef_search = {HNSW_EF_SEARCH}")
+            _session(conn)
         except psycopg.Error as exc:
             conn.close()
             raise StoreError(f"cannot set up the index in {redact(uri)}: {str(exc).strip()} "
@@ -141,8 +155,15 @@ class PgStore:
     def disk_generation(self) -> int:
         return self.conn.execute("SELECT generation FROM rag_meta").fetchone()[0]
 
+    @_db_errors
     def refresh(self) -> bool:
-        """Reload the document records if another process committed since; one row read otherwise."""
+        """Reload the document records if another process committed since; one row read otherwise.
+        A connection lost since the last call (the server restarted) is opened again first."""
+        if self.conn.broken or self.conn.closed:
+            self.conn = _connect(self.uri)
+            _session(self.conn)
+            self._load()
+            return True
         if self._in_tx or self.disk_generation() == self.manifest.generation:
             return False
         self._load()
@@ -169,10 +190,15 @@ class PgStore:
                 self._in_tx = True
                 self._read()  # under the lock: what every earlier writer committed
                 yield self
-        except BaseException:
+        except BaseException as exc:
             self._in_tx = False
-            if not self.conn.closed:
+            try:
                 self._load()
+            except psycopg.Error:
+                pass  # the connection is gone: refresh() opens a new one
+            if isinstance(exc, psycopg.Error):
+                raise StoreError(f"the index database {redact(self.uri)} failed: {_first_line(exc)}; "
+                                 "the change was rolled back") from exc
             raise
         finally:
             self._in_tx = False
@@ -234,6 +260,7 @@ class PgStore:
             "UPDATE rag_meta SET generation = generation + 1 RETURNING generation").fetchone()[0]
 
     # -- reading ------------------------------------------------------------------------------
+    @_db_errors
     def search(self, query: np.ndarray, k: int, within: frozenset[int] | None = None) -> list[tuple[Chunk, float]]:
         """The k chunks nearest `query` by cosine, best first: pgvector's HNSW index; with `within`
         (chunk ids), only those, filtered before ranking (an exact scan up to EXACT_WITHIN_MAX of them,
@@ -259,6 +286,7 @@ class PgStore:
                                          "ORDER BY embedding <=> %s LIMIT %s", (q, list(within), q, k)).fetchall()
         return [(self.chunks.seen(_chunk(r)), 1.0 - float(r[7])) for r in rows if r[1] in self.docs]
 
+    @_db_errors
     def lexical_search(self, question: str, k: int, within: frozenset[int] | None = None) -> list[Chunk]:
         """Full-text ranking: chunks sharing any of the question's stemmed words (stop words dropped),
         by ts_rank (normalised by log length), best first; `within` filters before ranking."""
@@ -272,6 +300,7 @@ class PgStore:
             [question, *args, k]).fetchall()
         return [self.chunks.seen(_chunk(r)) for r in rows if r[1] in self.docs]
 
+    @_db_errors
     def vectors(self, ids: list[int]) -> np.ndarray | None:
         if not ids:
             return np.zeros((0, self.manifest.dim), np.float32)
@@ -341,6 +370,22 @@ class _Chunks(Mapping[int, Chunk]):
         """Every chunk, read from the database (WholeCorpus, only for a corpus small enough to show whole)."""
         rows = self.store.conn.execute(f"SELECT {_CHUNK_COLS} FROM rag_chunks ORDER BY id").fetchall()
         return [self.seen(_chunk(r)) for r in rows]
+
+
+def _connect(uri: str):
+    import psycopg
+
+    try:
+        return psycopg.connect(uri, autocommit=True, connect_timeout=10)
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot connect to the index database {redact(uri)}: {_first_line(exc)}") from exc
+
+
+def _session(conn) -> None:
+    from pgvector.psycopg import register_vector
+
+    register_vector(conn)
+    conn.execute(f"SET hnsw.ef_search = {HNSW_EF_SEARCH}")
 
 
 def _create_tables(conn, dim: int) -> None:
