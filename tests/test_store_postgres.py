@@ -194,3 +194,11 @@ def test_a_lost_connection_is_a_store_error_and_the_next_question_reconnects(pg_
     assert rag.store.conn.broken
     passages = rag.retrieve("When was the river bridge built?", top_k=2)  # refresh() connects again
     assert passages and rag.store.conn.info.backend_pid != pid
+
+
+def test_without_the_client_packages_the_error_says_which_extra(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"needs the PostgreSQL client \(psycopg is not installed\).*\.\[scale\]"):
+        PgStore.connect("postgresql://u:pw@/db?host=/nowhere", "m", 8, 20, 1, tmp_path)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.errors import DocumentNotFound, IndexMismatchError, StoreError
+from rag.errors import ConfigError, DocumentNotFound, IndexMismatchError, StoreError
 from rag.store.generations import DocRecord, Manifest
 from rag.store.interface import covered_words
 from rag.types import Chunk, DocumentInfo
@@ -96,9 +96,9 @@ class PgStore:
                 directory: Path) -> "PgStore":
         """Open the index in the database at `uri`, creating its tables the first time (then stamped
         with this model, dimension and chunk settings); fail if it was built with another model."""
+        conn = _connect(uri)  # first: without the client packages, a ConfigError naming the extra
         import psycopg
 
-        conn = _connect(uri)
         try:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))  # two first opens create once
@@ -373,8 +373,12 @@ class _Chunks(Mapping[int, Chunk]):
 
 
 def _connect(uri: str):
-    import psycopg
-
+    try:
+        import pgvector.psycopg  # noqa: F401
+        import psycopg
+    except ImportError as exc:
+        raise ConfigError(f"store={redact(uri)!r} needs the PostgreSQL client ({exc.name} is not installed): "
+                          'pip install -e ".[scale]", or leave store empty for the FAISS index') from exc
     try:
         return psycopg.connect(uri, autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
