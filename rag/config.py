@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     max_question_chars: int = Field(2000, ge=1)
     # FAISS index: "auto" picks flat (exact) for small corpora and IVF for large ones (rag/store/faiss_index.py).
     index_type: IndexType = "auto"
+    # Where the index lives: empty = FAISS files in index_dir (the default); a postgresql:// URI = a shared
+    # PostgreSQL + pgvector database (pip install -e ".[scale]"; rag/store/postgres.py).
+    store: str = ""
     # Quality switches; defaults are the best measured configuration (docs/evaluation.md).
     retrieval: RetrievalKind = "hybrid"  # hybrid (dense fused with BM25) | dense
     # auto: the whole corpus in the prompt when it has at most corpus_max_words words (its KV cache is
@@ -197,6 +200,15 @@ class Settings(BaseSettings):
     def admin_user_names(self) -> frozenset[str]:
         return frozenset(n for n in self.admin_users.split(",") if n)
 
+    @field_validator("store")
+    @classmethod
+    def _store_uri(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"store={value!r} is not a PostgreSQL URI; use postgresql://user@host:5432/db "
+                             "(PostgreSQL with pgvector), or empty for the FAISS index in index_dir")
+        return value
+
     @field_validator("index_dir", "cache_dir", "collections_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
@@ -230,7 +242,9 @@ class Settings(BaseSettings):
 
     def to_json(self) -> dict[str, Any]:
         """Every setting, JSON-ready (for reports), without the server API key."""
-        return self.model_dump(mode="json", exclude={"api_key"})
+        out = self.model_dump(mode="json", exclude={"api_key"})
+        out["store"] = re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", out["store"])  # no database password
+        return out
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: Any) -> "Settings":

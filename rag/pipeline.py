@@ -38,6 +38,7 @@ from rag.ingest.folders import scan as folders_scan
 from rag.models.embedding import Embedder, build_embedder
 from rag.store import moves
 from rag.store.faiss_index import IndexStore
+from rag.store.interface import Store
 from rag.types import (
     Answer,
     Chunk,
@@ -59,7 +60,7 @@ EMBED_BATCH_CHUNKS = 256
 class RAG:
     """Question answering over one index directory. Thread-safe: writes and generation are serialised."""
 
-    def __init__(self, settings: Settings, store: IndexStore, embedder: Embedder, llm: LLM | None = None, *,
+    def __init__(self, settings: Settings, store: Store, embedder: Embedder, llm: LLM | None = None, *,
                  llm_source: Callable[[Settings], LLM] | None = None, llm_lock: threading.Lock | None = None) -> None:
         """`llm_source` and `llm_lock`: where the model comes from and the lock around generating with
         it, when several RAGs share one model (rag/collections.py); default: build_llm, a lock of our own."""
@@ -101,6 +102,15 @@ class RAG:
             settings = settings.with_(index_dir=Path(index_dir).expanduser())
         embedder = embedder or build_embedder(settings)
         directory = settings.index_dir
+        if settings.store:  # PostgreSQL (rag/store/postgres.py); seeded only when asked (seed=True)
+            from rag.store.postgres import PgStore
+
+            store = PgStore.connect(settings.store, embedder.name, embedder.dim, settings.chunk_size,
+                                    settings.chunk_overlap, directory)
+            rag = cls(settings, store, embedder, llm, **shared)  # type: ignore[arg-type]
+            if seed and not store.docs:
+                rag.add([SEEDS_DIR], only_supported=True)
+            return rag
         if IndexStore.exists(directory):
             store = IndexStore.open(directory, embedder.name, embedder.dim, index_type=settings.index_type)
             return cls(settings, store, embedder, llm, **shared)  # type: ignore[arg-type]
@@ -190,7 +200,7 @@ class RAG:
                 if sum(len(c) for _, c in pending) >= EMBED_BATCH_CHUNKS:
                     flush()
             flush()
-            if not IndexStore.exists(self.store.directory):
+            if not self.store.persisted:
                 with self.store.writing():
                     self.store.save()
         return report

