@@ -18,7 +18,6 @@ Safety rules:
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -346,14 +345,8 @@ def launch(demo: "gr.Blocks", host: str = "127.0.0.1", port: int | None = 7860, 
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860) -> None:
-    """Open the index (the default one is built from seeds/ on first use) and serve the UI."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    auth = parse_auth(os.environ.get("RAG_AUTH"))
-    rag = RAG.open(settings=settings)
-    demo = build_app(rag)
-    if host not in ("127.0.0.1", "localhost", "::1") and not auth:
-        log.warning("serving on %s without a login; set RAG_AUTH=user:password to require one", host)
-    log.info("serving on http://%s:%d (model %s, index %s)", host, port, settings.model, settings.index_dir)
-    launch(demo, host, port, auth=auth, block=True)
+    """Open the index (the default one is built from seeds/ on first use) and serve the UI, mounted on
+    the OpenAI-compatible API's app (rag/app/api.py)."""
+    from rag.app.api import serve as serve_api
+
+    serve_api(settings, host, port)
