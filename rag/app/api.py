@@ -11,13 +11,13 @@ last chunk when streaming). A refusal is the reply "Not in the documents." with 
 Errors are OpenAI's shape, {"error": {"message", "type", "code"}}: 400 bad input (a malformed body or a
 RagError's message), 401 a missing or wrong key (rag/app/api_auth.py), 404 an unknown collection.
 
-`rag serve` serves this app with the Gradio UI mounted on it at /; `rag serve --api` the API alone.
+`rag serve` serves this app with the Gradio UI mounted on it at / (rag/app/server.py); `rag serve --api`
+the API alone.
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -31,13 +31,12 @@ from starlette.concurrency import run_in_threadpool
 
 from rag.answer.answerer import REFUSAL
 from rag.answer.query_rewriting import Turn
-from rag.app.api_auth import ApiAuth, Unauthorized, check_bind
+from rag.app.api_auth import ApiAuth, Unauthorized
 from rag.app.render import INTERNAL_ERROR, highlight_spans
 from rag.errors import InputError, RagError
 from rag.types import Answer, short_source
 
 if TYPE_CHECKING:  # pragma: no cover
-    from rag.config import Settings
     from rag.pipeline import RAG
 
 log = logging.getLogger(__name__)
@@ -325,46 +324,3 @@ def validation_message(errors: Any) -> str:
         parts.append(f"{'.'.join(loc) or 'body'}: {msg}")
     more = len(errors) - len(parts)
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
-
-
-# --------------------------------------------------------------------------- serving
-
-def mount_ui(app: FastAPI, demo: Any, auth: list[tuple[str, str]] | None) -> FastAPI:
-    """The Gradio UI at / of the API's app, with the same queue, limits and login as `ui.launch`."""
-    import gradio as gr
-
-    from rag.app.ui import CSS, QUEUE_MAX_SIZE
-    from rag.ingest.loading import MAX_FILE_BYTES
-
-    demo.queue(default_concurrency_limit=1, max_size=QUEUE_MAX_SIZE)
-    return gr.mount_gradio_app(
-        app, demo, path="/", auth=auth, show_error=False, max_file_size=MAX_FILE_BYTES, ssr_mode=False,
-        css=CSS, footer_links=["api"], enable_monitoring=False,
-        auth_message="Log in to ask questions about the documents." if auth else None)
-
-
-def run_server(app: FastAPI, host: str, port: int) -> None:  # pragma: no cover - blocks; tests run uvicorn themselves
-    import uvicorn
-
-    uvicorn.run(app, host=host, port=port, log_level="info")
-
-
-def serve(settings: "Settings", host: str = "127.0.0.1", port: int = 7860, *, api_only: bool = False) -> None:
-    """`rag serve`: the API with the UI at / (or the API alone); RAG_AUTH and RAG_API_KEY from the
-    environment; an address other than this machine's only with a login for each face served."""
-    from rag.app.ui import build_app, parse_auth
-    from rag.pipeline import RAG
-
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    logins = parse_auth(os.environ.get("RAG_AUTH"))
-    auth = ApiAuth.of(os.environ.get("RAG_API_KEY"), logins)
-    check_bind(host, bool(logins), auth, with_ui=not api_only)
-    rag = RAG.open(settings=settings)
-    app = build_api(SingleCollection(rag), auth)
-    if not api_only:
-        mount_ui(app, build_app(rag), logins)
-    log.info("serving %s on http://%s:%d (API at /v1, model %s, index %s)", "the API" if api_only else "the UI and API",
-             host, port, settings.model, settings.index_dir)
-    run_server(app, host, port)

@@ -151,7 +151,7 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.app.api import serve  # fastapi and gradio are heavy; import them only for this command
+    from rag.app.server import serve  # fastapi and gradio are heavy; import them only for this command
 
     serve(settings, host=args.host, port=args.port, api_only=args.api)
     return EXIT_OK

@@ -2,7 +2,8 @@
 
     build_app(rag) -> gr.Blocks      the page: Ask (chat + citations), Documents, Settings; plus the
                                      API endpoint /ask returning `Answer.to_json()`
-    serve(settings, host, port)      open the index (seeded from seeds/ on first use) and launch
+    launch(demo, host, port)         serve it alone (tests); `rag serve` mounts it on the API's app
+                                     instead (rag/app/server.py)
 
 Safety rules:
 * every piece of document text, model output, file name and error message that goes into HTML is
@@ -342,11 +343,3 @@ def launch(demo: "gr.Blocks", host: str = "127.0.0.1", port: int | None = 7860, 
         css=CSS, footer_links=["api"], inbrowser=False, share=False, enable_monitoring=False,
         auth_message="Log in to ask questions about the documents." if auth else None,
     )
-
-
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860) -> None:
-    """Open the index (the default one is built from seeds/ on first use) and serve the UI, mounted on
-    the OpenAI-compatible API's app (rag/app/api.py)."""
-    from rag.app.api import serve as serve_api
-
-    serve_api(settings, host, port)
