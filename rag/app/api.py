@@ -209,13 +209,7 @@ def build_api(provider: CollectionProvider, auth: ApiAuth | None = None) -> Fast
             message += " (send it with the header Content-Type: application/json)"
         return JSONResponse(error_body(message, code="invalid_body"), status_code=400)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length", "")
-        if request.url.path.startswith("/v1/") and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return JSONResponse(error_body(f"the request body is {int(length):,} bytes; the limit is "
-                                           f"{MAX_BODY_BYTES:,}", code="body_too_large"), status_code=400)
-        return await call_next(request)
+    app.add_middleware(BodyLimit)
 
     def user_of(request: Request) -> str | None:
         try:
@@ -265,6 +259,24 @@ def build_api(provider: CollectionProvider, auth: ApiAuth | None = None) -> Fast
         return JSONResponse(error_body(INTERNAL_ERROR, "server_error"), status_code=500)
 
     return app
+
+
+class BodyLimit:
+    """Refuses a /v1 request whose Content-Length is over MAX_BODY_BYTES before anything reads it. Plain
+    ASGI (no BaseHTTPMiddleware), so the streams of the API and of the UI mounted beside it pass as they are."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            length = dict(scope["headers"]).get(b"content-length", b"")
+            if length.isdigit() and int(length) > MAX_BODY_BYTES:
+                response = JSONResponse(error_body(f"the request body is {int(length):,} bytes; the limit is "
+                                                   f"{MAX_BODY_BYTES:,}", code="body_too_large"), status_code=400)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _model(name: str) -> dict[str, Any]:
