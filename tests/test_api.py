@@ -374,3 +374,37 @@ def test_cli_serve_api_flag(monkeypatch):
     assert cli.main(["serve", "--api", "--port", "8001"]) == 0
     assert cli.main(["serve"]) == 0
     assert calls == [("127.0.0.1", 8001, True), ("127.0.0.1", 7860, False)]
+
+
+def test_the_mounted_ui_answers_through_gradio_with_its_login(served, monkeypatch, settings):
+    """The UI mounted on the API's app, really served: Gradio's queue runs and RAG_AUTH still guards it."""
+    gradio_client = pytest.importorskip("gradio_client")
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    monkeypatch.setenv("RAG_AUTH", "ann:pw")
+    server.serve(settings)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    # open UI connections (Gradio's heartbeat stream) would hold a graceful shutdown
+    uv = uvicorn.Server(uvicorn.Config(served["app"], log_level="warning", timeout_graceful_shutdown=1))
+    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not uv.started:
+            assert thread.is_alive() and time.monotonic() < deadline
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+        with pytest.raises(Exception):
+            gradio_client.Client(url, verbose=False)
+        client = gradio_client.Client(url, auth=("ann", "pw"), verbose=False)
+        assert client.predict("Anything here?", 2, api_name="/ask")["abstained"] is True
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+    assert not thread.is_alive()

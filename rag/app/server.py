@@ -39,7 +39,8 @@ def mount_ui(app: FastAPI, demo: Any, auth: list[tuple[str, str]] | None) -> Fas
 def run_server(app: FastAPI, host: str, port: int) -> None:  # pragma: no cover - blocks; tests run uvicorn themselves
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    # a browser's open UI stream (Gradio's heartbeat) would otherwise hold Ctrl-C until the tab closes
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
 
 
 def serve(settings: "Settings", host: str = "127.0.0.1", port: int = 7860, *, api_only: bool = False) -> None:
