@@ -175,6 +175,13 @@ def test_too_long_question_and_body_and_a_missing_content_type(make_rag):
     assert r.status_code == 400 and "Content-Type: application/json" in r.json()["error"]["message"]
 
 
+def test_unknown_routes_and_methods_answer_in_openai_shape(make_rag):
+    client = TestClient(build_api(SingleCollection(make_rag())))
+    r = client.get("/v1/chat/completions")
+    assert r.status_code == 405 and r.json()["error"]["message"] == "GET /v1/chat/completions: Method Not Allowed"
+    assert client.get("/v1/embeddings").json()["error"]["message"] == "GET /v1/embeddings: Not Found"
+
+
 def test_unknown_model_is_404_and_models_lists_the_collection(make_rag):
     client = TestClient(build_api(SingleCollection(make_rag(), name="papers")))
     assert client.get("/v1/models").json() == {
@@ -282,6 +289,8 @@ def test_keys_are_required_and_each_names_its_user(make_rag):
         assert r.json()["error"]["code"] == "invalid_api_key" and "RAG_API_KEY" in r.json()["error"]["message"]
     r = ask(client, ("user", "hi?"), headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401 and provider.opened == []
+    r = client.post("/v1/chat/completions", content="not json", headers={"content-type": "application/json"})
+    assert r.status_code == 401  # the key is checked before the body is read
     alice, bob = {"Authorization": "Bearer ka"}, {"Authorization": "Bearer kb"}
     assert [m["id"] for m in client.get("/v1/models", headers=alice).json()["data"]] == ["default", "alice-notes"]
     assert [m["id"] for m in client.get("/v1/models", headers=bob).json()["data"]] == ["default"]

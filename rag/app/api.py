@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.concurrency import run_in_threadpool
 
 from rag.answer.answerer import REFUSAL
@@ -204,10 +205,11 @@ def build_api(provider: CollectionProvider, auth: ApiAuth | None = None) -> Fast
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message = validation_message(exc.errors())
-        if "json" not in request.headers.get("content-type", ""):
-            message += " (send it with the header Content-Type: application/json)"
-        return JSONResponse(error_body(message, code="invalid_body"), status_code=400)
+        return JSONResponse(error_body(validation_message(exc.errors()), code="invalid_body"), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(error_body(f"{request.method} {request.url.path}: {exc.detail}"), status_code=exc.status_code)
 
     app.add_middleware(BodyLimit)
 
@@ -236,8 +238,9 @@ def build_api(provider: CollectionProvider, auth: ApiAuth | None = None) -> Fast
         return _model(name)
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat(body: ChatRequest, request: Request) -> dict[str, Any] | StreamingResponse:
-        user = user_of(request)
+    async def chat(request: Request) -> dict[str, Any] | StreamingResponse:
+        user = user_of(request)  # before the body is read: a caller without a key learns nothing more
+        body = parse_body(await request.body(), request.headers.get("content-type", ""))
         rag = open_model(body.model, user)
         question, history = conversation(body.messages, rag.settings.max_question_chars)
         try:
@@ -318,6 +321,22 @@ async def _events(model: str, items: Iterator[str | Answer], first: str | Answer
         items.close()  # type: ignore[attr-defined]
 
 
+def parse_body(raw: bytes, content_type: str) -> ChatRequest:
+    """The request body as a ChatRequest; a 400 naming the problem otherwise."""
+    hint = "" if "json" in content_type else " (send it with the header Content-Type: application/json)"
+    try:
+        data = json.loads(raw) if raw.strip() else None
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, validation_message([{"type": "json_invalid", "loc": ("body",)}]) + hint,
+                       "invalid_body") from None
+    if data is None:
+        raise ApiError(400, validation_message([{"type": "missing", "loc": ("body",)}]) + hint, "invalid_body")
+    try:
+        return ChatRequest.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(400, validation_message(exc.errors()) + hint, "invalid_body") from None
+
+
 def validation_message(errors: Any) -> str:
     """FastAPI's validation errors as one line naming each bad field."""
     parts = []
@@ -328,7 +347,7 @@ def validation_message(errors: Any) -> str:
             return "the request body is not valid JSON; send a JSON object with 'model' and 'messages'"
         if not loc and kind == "missing":
             return "the request body is missing; send a JSON object with 'model' and 'messages'"
-        if not loc and kind in ("model_attributes_type", "dict_type"):
+        if not loc and kind in ("model_type", "model_attributes_type", "dict_type"):
             return "the request body must be a JSON object with 'model' and 'messages'"
         msg = err.get("msg", "invalid")
         if kind == "too_short" and loc == ["messages"]:
