@@ -363,26 +363,15 @@ def test_login_from_rag_auth(make_rag):
         demo.close()
 
 
-def test_serve_binds_localhost_and_reads_auth(monkeypatch, make_rag, settings):
-    import rag.pipeline
-
-    fake = make_rag()
-    seen = {}
-    monkeypatch.setattr(rag.pipeline.RAG, "open", classmethod(lambda cls, **kw: seen.setdefault("open", kw) and fake))
-    monkeypatch.setattr(ui, "launch", lambda demo, host, port, **kw: seen.update(host=host, port=port, **kw))
-    monkeypatch.setenv("RAG_AUTH", "ann:pw")
-    ui.serve(settings)
-    assert seen["open"] == {"settings": settings}
-    assert seen["host"] == "127.0.0.1" and seen["port"] == 7860 and seen["auth"] == [("ann", "pw")]
-
-
 def test_app_py_is_rag_serve(monkeypatch):
     import importlib.util
 
     from rag.config import PROJECT_ROOT
 
+    from rag.app import server
+
     calls = []
-    monkeypatch.setattr(ui, "serve", lambda settings, host, port: calls.append((settings, host, port)))
+    monkeypatch.setattr(server, "serve", lambda settings, host, port, api_only: calls.append((settings, host, port)))
     spec = importlib.util.spec_from_file_location("app", PROJECT_ROOT / "app.py")
     app = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(app)

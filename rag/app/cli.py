@@ -46,9 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     with_index(sub.add_parser("list", help="list indexed documents"))
     p = with_index(sub.add_parser("delete", help="remove a document by id"))
     p.add_argument("doc_id")
-    p = with_index(sub.add_parser("serve", help="start the web UI"))
+    p = with_index(sub.add_parser("serve", help="start the web UI and the OpenAI-compatible API (/v1)"))
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--api", action="store_true", help="serve the OpenAI-compatible API (/v1) alone, without the UI")
     add_eval_parser(sub, with_index)
     sub.add_parser("collections", help="list the collections with their documents and chunks")
     p = sub.add_parser("config", help="print the effective settings and where each came from")
@@ -222,10 +223,9 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.app.ui import serve  # gradio is heavy; import it only for this command
+    from rag.app.server import serve  # fastapi and gradio are heavy; import them only for this command
 
-    chosen = {"collection": args.collection} if args.collection else {}
-    serve(settings, host=args.host, port=args.port, **chosen)
+    serve(settings, host=args.host, port=args.port, api_only=args.api, collection=args.collection)
     return EXIT_OK
 
 

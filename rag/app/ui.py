@@ -3,7 +3,8 @@
     build_app(collections) -> gr.Blocks   the page: a collection picker, Ask (chat + citations), Documents,
                                      Settings; plus the API endpoint /ask returning `Answer.to_json()`
                                      (a single RAG is served as the collection `default`)
-    serve(settings, host, port)      open the collections (default seeded from seeds/) and launch
+    launch(demo, host, port)         serve it alone (tests); `rag serve` mounts it on the API's app
+                                     instead (rag/app/server.py)
 
 Safety rules:
 * every piece of document text, model output, file name and error message that goes into HTML is
@@ -22,7 +23,6 @@ Safety rules:
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -391,20 +391,3 @@ def launch(demo: "gr.Blocks", host: str = "127.0.0.1", port: int | None = 7860, 
         css=CSS, footer_links=["api"], inbrowser=False, share=False, enable_monitoring=False,
         auth_message="Log in to ask questions about the documents." if auth else None,
     )
-
-
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860, collection: str | None = None) -> None:
-    """Open the collections (the default index is built from seeds/ on first use) and serve the UI;
-    `collection` is the one shown first (to users who may see it)."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    auth = parse_auth(os.environ.get("RAG_AUTH"))
-    collections = Collections(settings, default=RAG.open(settings=settings))
-    if collection is not None:
-        collections.open(collection)  # an unknown name fails here, naming the existing ones
-    demo = build_app(collections, collection)
-    if host not in ("127.0.0.1", "localhost", "::1") and not auth:
-        log.warning("serving on %s without a login; set RAG_AUTH=user:password to require one", host)
-    log.info("serving on http://%s:%d (model %s, index %s)", host, port, settings.model, settings.index_dir)
-    launch(demo, host, port, auth=auth, block=True)
