@@ -379,7 +379,7 @@ def test_cli_serve_api_flag(monkeypatch):
     from rag.app import cli
 
     calls = []
-    monkeypatch.setattr(server, "serve", lambda settings, host, port, api_only: calls.append((host, port, api_only)))
+    monkeypatch.setattr(server, "serve", lambda settings, host, port, api_only, collection=None: calls.append((host, port, api_only)))
     assert cli.main(["serve", "--api", "--port", "8001"]) == 0
     assert cli.main(["serve"]) == 0
     assert calls == [("127.0.0.1", 8001, True), ("127.0.0.1", 7860, False)]

@@ -371,7 +371,7 @@ def test_app_py_is_rag_serve(monkeypatch):
     from rag.app import server
 
     calls = []
-    monkeypatch.setattr(server, "serve", lambda settings, host, port, api_only: calls.append((settings, host, port)))
+    monkeypatch.setattr(server, "serve", lambda settings, host, port, api_only, collection=None: calls.append((settings, host, port)))
     spec = importlib.util.spec_from_file_location("app", PROJECT_ROOT / "app.py")
     app = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(app)
