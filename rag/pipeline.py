@@ -32,6 +32,7 @@ from rag.answer.scope import Scope, resolve_scope
 from rag.config import DEFAULT_INDEX_DIR, SEEDS_DIR, Settings
 from rag.errors import ConfigError, InputError, LoadError
 from rag.ingest import loading
+from rag.ingest.ocr import OcrEngine
 from rag.ingest.chunking import SentenceChunker
 from rag.models.embedding import Embedder, build_embedder
 from rag.store.faiss_index import IndexStore
@@ -81,6 +82,7 @@ class RAG:
         self._write_lock = threading.RLock()
         self._llm_lock = threading.Lock()
         self._load_lock = threading.Lock()
+        self.ocr = OcrEngine() if settings.ocr else None  # its models load on the first scanned page
 
     @classmethod
     def open(cls, index_dir: str | Path | None = None, settings: Settings | None = None, *,
@@ -155,7 +157,7 @@ class RAG:
             for path in files:
                 tell("reading", str(path))
                 try:
-                    doc = loading.load(path, limits)
+                    doc = loading.load(path, limits, self.ocr)
                     if doc.id in self.store.docs or doc.id in seen:
                         report.unchanged.append(doc.id)
                         done += 1

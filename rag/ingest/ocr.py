@@ -1,0 +1,92 @@
+"""OCR of one PDF page: rapidocr-onnxruntime (PP-OCRv4 models inside its wheel, nothing downloaded),
+the page rendered by pypdfium2.
+
+`OcrEngine` loads the models on its first page (~0.4 s) and keeps them: `RAG` holds one and passes it
+to `loading.load`, and the web UI's page view uses the same one. A page is rendered at `dpi` (200),
+its longest side capped at `max_side` pixels (rapidocr's own limit is 2,000: a bigger image is scaled
+down anyway). Lines come back top to bottom with their boxes as fractions of the page, so the page
+view can mark them on a picture of any size (rag/app/page_view.py).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from rag.errors import LoadError
+
+
+@dataclass(frozen=True)
+class OcrLine:
+    text: str
+    # left, top, right, bottom as fractions of the page's width and height (top-left origin)
+    box: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class OcrPage:
+    lines: tuple[OcrLine, ...]
+    seconds: float = 0.0
+
+    @property
+    def text(self) -> str:
+        """The lines in reading order: a newline between lines, a blank line where the gap to the next
+        line is more than a line's height (a paragraph)."""
+        out: list[str] = []
+        for i, line in enumerate(self.lines):
+            if i:
+                prev = self.lines[i - 1].box
+                height = max(prev[3] - prev[1], 1e-6)
+                out.append("\n\n" if line.box[1] - prev[3] > height else "\n")
+            out.append(line.text)
+        return "".join(out)
+
+
+def unavailable_reason() -> str | None:
+    """Why OCR cannot run here (None: it can)."""
+    try:
+        import rapidocr_onnxruntime  # noqa: F401
+    except ImportError as exc:
+        return f"OCR is unavailable (rapidocr-onnxruntime cannot be imported: {exc})"
+    return None
+
+
+class OcrEngine:
+    """Reads the text of page images. Thread-safe; the model is loaded once, on first use."""
+
+    def __init__(self, dpi: int = 200, max_side: int = 2000, min_score: float = 0.5) -> None:
+        self.dpi = dpi
+        self.max_side = max_side
+        self.min_score = min_score
+        self._engine = None
+        self._lock = threading.Lock()
+
+    def _model(self):
+        if self._engine is None:
+            try:
+                from rapidocr_onnxruntime import RapidOCR
+            except ImportError as exc:
+                raise LoadError("OCR", unavailable_reason() or str(exc)) from exc
+            self._engine = RapidOCR()
+        return self._engine
+
+    def scale(self, width_pt: float, height_pt: float) -> float:
+        return min(self.dpi / 72.0, self.max_side / max(width_pt, height_pt, 1.0))
+
+    def read_page(self, page) -> OcrPage:
+        """OCR one `pypdfium2.PdfPage`."""
+        start = time.perf_counter()
+        width, height = page.get_size()
+        image = page.render(scale=self.scale(width, height)).to_pil().convert("RGB")
+        with self._lock:  # onnxruntime sessions are shared; one page at a time uses both cores anyway
+            result, _ = self._model()(image)
+        lines = []
+        for box, text, score in result or []:
+            text = " ".join(str(text).split())
+            if not text or float(score) < self.min_score:
+                continue
+            xs = [p[0] for p in box]
+            ys = [p[1] for p in box]
+            lines.append(OcrLine(text, (min(xs) / image.width, min(ys) / image.height,
+                                        max(xs) / image.width, max(ys) / image.height)))
+        return OcrPage(tuple(lines), time.perf_counter() - start)
