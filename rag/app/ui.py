@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from rag.answer.query_rewriting import Turn
+from rag.app.page_view import CSS as PAGE_CSS
+from rag.app.page_view import PageView
 from rag.app.render import (
     CSS,
     answer_html,
@@ -107,8 +109,9 @@ def _delink_previous(messages: list[dict[str, Any]], turns: list[dict[str, Any]]
 class ChatHandler:
     """One question of a conversation: rewrite the follow-up, retrieve, stream, render."""
 
-    def __init__(self, rag: RAG) -> None:
+    def __init__(self, rag: RAG, pages: PageView | None = None) -> None:
         self.rag = rag
+        self.pages = pages  # cited PDF pages as pictures with the sentence marked
 
     def __call__(self, question: str, session: dict[str, Any] | None, top_k: float | None,
                  documents: list[str] | None = None) -> Iterator[tuple[Any, ...]]:
@@ -163,7 +166,7 @@ class ChatHandler:
         turns.append({"question": question, "standalone": standalone, "answer": answer.text,
                       "message_index": index,
                       "plain_html": answer_html(answer, link=False, standalone=shown_standalone)})
-        yield (list(messages), "", _rewritten_status(question, standalone), citations_html(answer),
+        yield (list(messages), "", _rewritten_status(question, standalone), citations_html(answer, self.pages),
                timings_html(answer.timings), state)
 
 
@@ -203,7 +206,7 @@ def build_app(rag: RAG) -> "gr.Blocks":  # noqa: F821 - gradio is imported lazil
 
     settings = rag.settings
     upload_dir = Path(settings.index_dir) / UPLOAD_DIRNAME
-    chat = ChatHandler(rag)
+    chat = ChatHandler(rag, PageView(getattr(rag, "ocr", None)))
 
     def on_ask(question: str, session: dict[str, Any], top_k: float, documents: list[str] | None):
         for values in chat(question, session, top_k, documents):
@@ -340,7 +343,7 @@ def launch(demo: "gr.Blocks", host: str = "127.0.0.1", port: int | None = 7860, 
     return demo.launch(
         server_name=host, server_port=port, auth=auth, show_error=False, quiet=quiet,
         prevent_thread_lock=not block, max_file_size=MAX_FILE_BYTES, ssr_mode=False,
-        css=CSS, footer_links=["api"], inbrowser=False, share=False, enable_monitoring=False,
+        css=CSS + PAGE_CSS, footer_links=["api"], inbrowser=False, share=False, enable_monitoring=False,
         auth_message="Log in to ask questions about the documents." if auth else None,
     )
 

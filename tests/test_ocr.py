@@ -1,0 +1,103 @@
+"""OCR of scanned PDFs with the real rapidocr models (they ship inside the wheel; ~1-2 s a page), and
+the cited page view's boxes. Scanned files are made here: lines drawn by Pillow, saved image-only."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rag.errors import LoadError
+from rag.ingest import loading
+from rag.ingest.chunking import SentenceChunker
+from rag.ingest.ocr import OcrEngine
+from rag.ingest.pdf import usable
+from tests.filemakers import SCAN_HEIGHT, SCAN_STEP, SCAN_TOP, make_scanned_pdf, make_text_pdf
+
+PAGE1 = ["The lighthouse keeper of Varnholm Island is Edda Lindqvist.", "She has kept the light since 1987."]
+PAGE2 = ["The Varnholm light flashes green every twelve seconds.", "Its range is nineteen nautical miles."]
+
+
+@pytest.fixture(scope="module")
+def engine() -> OcrEngine:
+    return OcrEngine()
+
+
+@pytest.fixture(scope="module")
+def scanned(tmp_path_factory) -> Path:
+    return make_scanned_pdf(tmp_path_factory.mktemp("scan") / "varnholm.pdf", [PAGE1, PAGE2])
+
+
+class Refusing(OcrEngine):
+    def read_page(self, page):
+        raise AssertionError("a page with a usable text layer was sent to OCR")
+
+
+def test_usable_text_layer_needs_sixteen_letters_or_digits():
+    assert not usable("  12 \n ")
+    assert not usable("- 3 - scanned by X")  # 14 letters and digits: a stamp, not the page's text
+    assert usable("The notice period is three months.")
+
+
+def test_scanned_pdf_is_read_with_page_numbers_and_the_ocr_flag(scanned, engine):
+    doc = loading.load(scanned, ocr=engine)
+    assert doc.ocr_pages == (1, 2)
+    for line in PAGE1 + PAGE2:
+        assert line in doc.text
+    assert doc.page_at(doc.text.index("Edda Lindqvist")) == 1
+    assert doc.page_at(doc.text.index("nineteen nautical miles")) == 2
+    chunks = SentenceChunker(160, 1).split(doc)
+    assert {(c.page, c.ocr) for c in chunks} == {(1, True), (2, True)}
+    assert "nineteen" in next(c for c in chunks if c.page == 2).text
+
+
+def test_normal_pdf_never_reaches_ocr(tmp_path):
+    pdf = make_text_pdf(tmp_path / "normal.pdf", [["The notice period of the lease is three months."], ["Rent is due monthly."]])
+    doc = loading.load(pdf, ocr=Refusing())
+    assert doc.ocr_pages == ()
+    assert doc.page_at(doc.text.index("Rent")) == 2
+
+
+def test_blank_scanned_pdf_is_named_with_its_reason(tmp_path, engine):
+    blank = make_scanned_pdf(tmp_path / "blank.pdf", [[]])
+    with pytest.raises(LoadError, match="no text layer; OCR found no text"):
+        loading.load(blank, ocr=engine)
+    with pytest.raises(LoadError, match=r"no text layer; OCR is off \(setting ocr\)"):
+        loading.load(blank, ocr=None)
+
+
+def test_unreadable_page_of_a_good_scan_is_left_out(tmp_path, engine):
+    pdf = make_scanned_pdf(tmp_path / "partly.pdf", [[], PAGE2])
+    doc = loading.load(pdf, ocr=engine)
+    assert doc.ocr_pages == (2,)
+    assert doc.page_starts == ((0, 2),)
+    assert doc.text.startswith("The Varnholm light")
+
+
+def test_ingest_report_names_scans_and_the_flag_is_kept_by_the_index(make_rag, tmp_path, scanned):
+    blank = make_scanned_pdf(tmp_path / "blank.pdf", [[]])
+    rag = make_rag(ocr=False)
+    report = rag.add([blank, scanned])
+    assert {(Path(f.path).name, f.reason) for f in report.failed} == {
+        ("blank.pdf", "no text layer; OCR is off (setting ocr)"), ("varnholm.pdf", "no text layer; OCR is off (setting ocr)")}
+    rag = make_rag()  # ocr on, the default
+    report = rag.add([blank, scanned])
+    assert [(Path(f.path).name, f.reason) for f in report.failed] == [("blank.pdf", "no text layer; OCR found no text")]
+    assert len(report.added) == 1
+    reopened = make_rag()
+    chunks = list(reopened.store.chunks.values())
+    assert chunks and all(c.ocr for c in chunks) and {c.page for c in chunks} == {1, 2}
+    passage = reopened.retrieve("nautical miles range", 1)[0]
+    assert passage.chunk.page == 2 and passage.chunk.ocr
+
+
+def test_index_records_without_the_flag_still_load(make_rag, tmp_path):
+    rag = make_rag()
+    rag.add([make_text_pdf(tmp_path / "a.pdf", [["The notice period of the lease is three months."]])])
+    records = sorted(rag.store.directory.glob("records.*.json"))[-1]
+    data = json.loads(records.read_text())
+    for chunk in data["chunks"]:
+        assert chunk.pop("ocr") is False
+    records.write_text(json.dumps(data))
+    reopened = make_rag()
+    assert [c.ocr for c in reopened.store.chunks.values()] == [False]
