@@ -1,5 +1,6 @@
-"""OCR of scanned PDFs with the real rapidocr models (they ship inside the wheel; ~1-2 s a page), and
-the cited page view's boxes. Scanned files are made here: lines drawn by Pillow, saved image-only."""
+"""OCR of scanned PDFs: the plumbing (which pages, page numbers, the flag, the reasons, the index)
+with a scripted OCR engine here; the real rapidocr models (~1-7 s a page on the shared 2 cores) in
+tests/test_ocr_integration.py. Scanned files are made here: lines drawn by Pillow, saved image-only."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ import pytest
 from rag.errors import LoadError
 from rag.ingest import loading
 from rag.ingest.chunking import SentenceChunker
-from rag.ingest.ocr import OcrEngine
+from rag.ingest.ocr import OcrEngine, OcrLine, OcrPage
 from rag.ingest.pdf import usable
 from tests.filemakers import SCAN_HEIGHT, SCAN_STEP, SCAN_TOP, make_scanned_pdf, make_text_pdf
 
@@ -18,9 +19,23 @@ PAGE1 = ["The lighthouse keeper of Varnholm Island is Edda Lindqvist.", "She has
 PAGE2 = ["The Varnholm light flashes green every twelve seconds.", "Its range is nineteen nautical miles."]
 
 
-@pytest.fixture(scope="module")
-def engine() -> OcrEngine:
-    return OcrEngine()
+class ScriptedOcr(OcrEngine):
+    """Answers each page sent to it with the next scripted lines; records how many pages it read."""
+
+    def __init__(self, *pages: list[str]) -> None:
+        super().__init__()
+        self.script = list(pages)
+        self.calls = 0
+
+    def read_page(self, page) -> OcrPage:
+        lines = self.script[self.calls] if self.calls < len(self.script) else []
+        self.calls += 1
+        return OcrPage(tuple(OcrLine(text, (0.1, 0.1 + 0.03 * k, 0.8, 0.12 + 0.03 * k)) for k, text in enumerate(lines)))
+
+
+@pytest.fixture
+def engine() -> ScriptedOcr:
+    return ScriptedOcr(PAGE1, PAGE2)
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +56,7 @@ def test_usable_text_layer_needs_sixteen_letters_or_digits():
 
 def test_scanned_pdf_is_read_with_page_numbers_and_the_ocr_flag(scanned, engine):
     doc = loading.load(scanned, ocr=engine)
+    assert engine.calls == 2
     assert doc.ocr_pages == (1, 2)
     for line in PAGE1 + PAGE2:
         assert line in doc.text
@@ -61,14 +77,14 @@ def test_normal_pdf_never_reaches_ocr(tmp_path):
 def test_blank_scanned_pdf_is_named_with_its_reason(tmp_path, engine):
     blank = make_scanned_pdf(tmp_path / "blank.pdf", [[]])
     with pytest.raises(LoadError, match="no text layer; OCR found no text"):
-        loading.load(blank, ocr=engine)
+        loading.load(blank, ocr=ScriptedOcr([]))
     with pytest.raises(LoadError, match=r"no text layer; OCR is off \(setting ocr\)"):
         loading.load(blank, ocr=None)
 
 
 def test_unreadable_page_of_a_good_scan_is_left_out(tmp_path, engine):
     pdf = make_scanned_pdf(tmp_path / "partly.pdf", [[], PAGE2])
-    doc = loading.load(pdf, ocr=engine)
+    doc = loading.load(pdf, ocr=ScriptedOcr([], PAGE2))
     assert doc.ocr_pages == (2,)
     assert doc.page_starts == ((0, 2),)
     assert doc.text.startswith("The Varnholm light")
@@ -81,6 +97,8 @@ def test_ingest_report_names_scans_and_the_flag_is_kept_by_the_index(make_rag, t
     assert {(Path(f.path).name, f.reason) for f in report.failed} == {
         ("blank.pdf", "no text layer; OCR is off (setting ocr)"), ("varnholm.pdf", "no text layer; OCR is off (setting ocr)")}
     rag = make_rag()  # ocr on, the default
+    assert isinstance(rag.ocr, OcrEngine)
+    rag.ocr = ScriptedOcr([], PAGE1, PAGE2)  # blank.pdf is read first
     report = rag.add([blank, scanned])
     assert [(Path(f.path).name, f.reason) for f in report.failed] == [("blank.pdf", "no text layer; OCR found no text")]
     assert len(report.added) == 1

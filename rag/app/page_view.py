@@ -196,8 +196,14 @@ def find_span(text: str, sentence: str) -> list[tuple[int, int]]:
     for part in parts:
         pos = haystack.find(part)
         if pos >= 0:
-            out.append((where[pos], where[pos + len(part) - 1]))
+            last = where[pos + len(part) - 1]
+            while last + 1 < len(text) and text[last + 1] in _CLOSING:  # the full stop is marked too
+                last += 1
+            out.append((where[pos], last))
     return out
+
+
+_CLOSING = frozenset(".,;:!?)]}\"'\u201d\u2019")
 
 
 def ocr_boxes(page: OcrPage, sentence: str) -> list[Box]:
