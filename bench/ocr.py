@@ -3,7 +3,7 @@
     python bench/ocr.py [--pages 6] [--normal-pages 40] [--repeat 5]
 
 1. OCR pages/s: a scanned-like PDF (the seed article's lines drawn by Pillow at 150 dpi, bilevel, about
-   45 lines a page, image only) loaded through `loading.load` with a fresh `OcrEngine`; the first
+   32 lines a page (what fits at 28 px, 48 px apart), image only) loaded through `loading.load` with a fresh `OcrEngine`; the first
    page (which loads the models) is timed apart.
 2. A normal text-layer PDF (`--normal-pages` pages of the seed article): `loading.load` as it is now
    (pypdf, then the usability check; OCR on) against the code before OCR (pypdf's loop alone, copied
@@ -46,7 +46,7 @@ def old_load(path: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pages", type=int, default=6)
+    ap.add_argument("--pages", type=int, default=4)
     ap.add_argument("--normal-pages", type=int, default=40)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
@@ -54,9 +54,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-ocr-"))
 
     lines = seed_lines(70)
-    scanned = make_scanned_pdf(work / "scanned.pdf", [lines[:45]] * args.pages)
+    scanned = make_scanned_pdf(work / "scanned.pdf", [lines[:32]] * args.pages)
     engine = OcrEngine()
-    one = make_scanned_pdf(work / "one.pdf", [lines[:45]])
+    one = make_scanned_pdf(work / "one.pdf", [lines[:32]])
     start = time.perf_counter()
     loading.load(one, ocr=engine)
     first = time.perf_counter() - start
@@ -68,7 +68,7 @@ def main() -> None:
         ["first page (loads the models)", f"{first:.2f} s"],
         [f"{args.pages} more pages", f"{took:.2f} s"],
         ["OCR pages/s", f"{args.pages / took:.2f}"],
-        ["words read per page", f"{words / args.pages:.0f} (the page holds {len(' '.join(lines[:45]).split())})"],
+        ["words read per page", f"{words / args.pages:.0f} (the page holds {len(' '.join(lines[:32]).split())})"],
     ]))
 
     normal = make_text_pdf(work / "normal.pdf", [lines[:42]] * args.normal_pages)
