@@ -1,6 +1,6 @@
 """OCR speed, and what the OCR check costs a normal PDF (docs/performance.md, "OCR").
 
-    python bench/ocr.py [--pages 6] [--normal-pages 40] [--repeat 5]
+    python bench/ocr.py [--pages 4] [--dpi 200 150] [--normal-pages 40] [--repeat 5]
 
 1. OCR pages/s: a scanned-like PDF (the seed article's lines drawn by Pillow at 150 dpi, bilevel, about
    32 lines a page (what fits at 28 px, 48 px apart), image only) loaded through `loading.load` with a fresh `OcrEngine`; the first
@@ -49,27 +49,29 @@ def main() -> None:
     ap.add_argument("--pages", type=int, default=4)
     ap.add_argument("--normal-pages", type=int, default=40)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--dpi", type=int, nargs="+", default=[200, 150])
     args = ap.parse_args()
     print(f"machine: {machine()}; load average before: {load_average()}")
     work = Path(tempfile.mkdtemp(prefix="bench-ocr-"))
 
     lines = seed_lines(70)
+    truth = " ".join(lines[:32]).split()
     scanned = make_scanned_pdf(work / "scanned.pdf", [lines[:32]] * args.pages)
-    engine = OcrEngine()
     one = make_scanned_pdf(work / "one.pdf", [lines[:32]])
-    start = time.perf_counter()
-    loading.load(one, ocr=engine)
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    doc = loading.load(scanned, ocr=engine)
-    took = time.perf_counter() - start
-    words = len(doc.text.split())
-    print(table(["what", "value"], [
-        ["first page (loads the models)", f"{first:.2f} s"],
-        [f"{args.pages} more pages", f"{took:.2f} s"],
-        ["OCR pages/s", f"{args.pages / took:.2f}"],
-        ["words read per page", f"{words / args.pages:.0f} (the page holds {len(' '.join(lines[:32]).split())})"],
-    ]))
+    rows = []
+    for dpi in args.dpi:
+        engine = OcrEngine(dpi=dpi)
+        start = time.perf_counter()
+        loading.load(one, ocr=engine)
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        doc = loading.load(scanned, ocr=engine)
+        took = time.perf_counter() - start
+        page = doc.text[:doc.page_starts[1][0]].split() if len(doc.page_starts) > 1 else doc.text.split()
+        found = sum(min(page.count(w), truth.count(w)) for w in set(truth))
+        rows.append([dpi, f"{first:.1f} s", f"{took / args.pages:.1f} s", f"{args.pages / took:.2f}",
+                     f"{found / len(truth):.3f} ({len(truth)} words)"])
+    print(table(["dpi", "first page (+ models)", "s/page", "pages/s", "words right"], rows))
 
     normal = make_text_pdf(work / "normal.pdf", [lines[:42]] * args.normal_pages)
     new_t, old_t = [], []

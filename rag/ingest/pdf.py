@@ -93,6 +93,7 @@ def _ocr_pages(name: str, path: Path, pages: list[str], weak: list[int], max_cha
                     continue
                 if problem:
                     unread.append(number)
+                    log.info("%s: page %d has no usable text layer and is not OCR'd: %s", name, number, problem)
                     continue
                 text = ocr.read_page(page).text
             finally:
