@@ -9,6 +9,7 @@
    (pypdf, then the usability check; OCR on) against the code before OCR (pypdf's loop alone, copied
    below), interleaved in one run so both see the same load; the ratio is the result.
 3. The whole ingest of that normal PDF (`RAG.add`, MiniLM), with OCR on and off.
+4. The UI's page view: a cited page rendered and marked, first and cached.
 """
 from __future__ import annotations
 
@@ -102,7 +103,31 @@ def main() -> None:
         report = rag.add([normal])
         rows.append([f"ocr={ocr}", f"{time.perf_counter() - start:.2f} s", report.added[0].chunks])
     print(table(["normal PDF, whole ingest (RAG.add)", "time", "chunks"], rows))
+    print(table(["page view (rag/app/page_view.py)", "first view", "again (cached)"], page_view_rows(normal, one)))
     print(f"load average after: {load_average()}")
+
+
+def page_view_rows(normal: Path, scanned: Path) -> list[list[str]]:
+    """Time PageView.html for a text-layer page and an OCR'd page: first view, then from the cache."""
+    from rag.app.page_view import PageView
+    from rag.types import Citation
+
+    rows = []
+    engine = OcrEngine()
+    for label, path, ocr in (("text-layer page", normal, False), ("OCR'd page", scanned, True)):
+        doc = loading.load(path, ocr=engine)
+        sentence = doc.text[:doc.text.index(".") + 1]
+        cited = Citation(n=1, text=sentence, source=doc.source, page=1, start=0, end=len(sentence), score=1.0,
+                         doc_id=doc.id, ocr=ocr)
+        view = PageView(engine)
+        times = []
+        for _ in range(2):
+            start = time.perf_counter()
+            html = view.html(cited, [sentence])
+            times.append(time.perf_counter() - start)
+        assert "rag-page-hl" in html, f"no box for {label}"
+        rows.append([label, f"{times[0]:.2f} s", f"{times[1] * 1e3:.0f} ms"])
+    return rows
 
 
 if __name__ == "__main__":
