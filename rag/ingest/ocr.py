@@ -4,7 +4,9 @@ the page rendered by pypdfium2.
 `OcrEngine` loads the models on its first page (~0.4 s) and keeps them: `RAG` holds one and passes it
 to `loading.load`, and the web UI's page view uses the same one. A page is rendered at `dpi` (200),
 its longest side capped at `max_side` pixels (rapidocr's own limit is 2,000: a bigger image is scaled
-down anyway). Lines come back top to bottom with their boxes as fractions of the page, so the page
+down anyway). The text-direction classifier is off: on a plain page of English it turned whole lines
+upside down and they came back as noise (bench/ocr.py's page: 58% of words read with it, all without
+it); a page scanned upside down is read as noise. Lines come back top to bottom with their boxes as fractions of the page, so the page
 view can mark them on a picture of any size (rag/app/page_view.py).
 """
 from __future__ import annotations
@@ -79,7 +81,7 @@ class OcrEngine:
         width, height = page.get_size()
         image = page.render(scale=self.scale(width, height)).to_pil().convert("RGB")
         with self._lock:  # onnxruntime sessions are shared; one page at a time uses both cores anyway
-            result, _ = self._model()(image)
+            result, _ = self._model()(image, use_cls=False)
         lines = []
         for box, text, score in result or []:
             text = " ".join(str(text).split())
