@@ -82,7 +82,8 @@ class RAG:
         self._write_lock = threading.RLock()
         self._llm_lock = threading.Lock()
         self._load_lock = threading.Lock()
-        self.ocr = OcrEngine() if settings.ocr else None  # its models load on the first scanned page
+        # its models load on the first scanned page; pages read are kept for the UI's page view
+        self.ocr = OcrEngine(cache_dir=settings.cache_dir / "ocr") if settings.ocr else None
 
     @classmethod
     def open(cls, index_dir: str | Path | None = None, settings: Settings | None = None, *,

@@ -27,7 +27,7 @@ class ScriptedOcr(OcrEngine):
         self.script = list(pages)
         self.calls = 0
 
-    def read_page(self, page) -> OcrPage:
+    def read_page(self, page, key=None) -> OcrPage:
         lines = self.script[self.calls] if self.calls < len(self.script) else []
         self.calls += 1
         return OcrPage(tuple(OcrLine(text, (0.1, 0.1 + 0.03 * k, 0.8, 0.12 + 0.03 * k)) for k, text in enumerate(lines)))
@@ -44,7 +44,7 @@ def scanned(tmp_path_factory) -> Path:
 
 
 class Refusing(OcrEngine):
-    def read_page(self, page):
+    def read_page(self, page, key=None):
         raise AssertionError("a page with a usable text layer was sent to OCR")
 
 
@@ -119,3 +119,30 @@ def test_index_records_without_the_flag_still_load(make_rag, tmp_path):
     records.write_text(json.dumps(data))
     reopened = make_rag()
     assert [c.ocr for c in reopened.store.chunks.values()] == [False]
+
+
+class CountingOcr(OcrEngine):
+    """The real cache around a scripted reader: counts the pages actually read."""
+
+    def __init__(self, cache_dir: Path, *pages: list[str]) -> None:
+        super().__init__(cache_dir=cache_dir)
+        self.inner = ScriptedOcr(*pages)
+
+    def _read(self, page) -> OcrPage:
+        return self.inner.read_page(page)
+
+
+def test_pages_read_at_ingest_are_kept_for_the_page_view(tmp_path, scanned):
+    from rag.app.page_view import PageView
+    from tests.test_page_view import boxes_of, citation
+
+    engine = CountingOcr(tmp_path / "ocr", PAGE1, PAGE2)
+    doc = loading.load(scanned, ocr=engine)
+    assert engine.inner.calls == 2 and len(list((tmp_path / "ocr").glob("*-p[12]-200dpi.json"))) == 2
+    later = CountingOcr(tmp_path / "ocr", PAGE1, PAGE2)  # another process, the same cache
+    html = PageView(later).html(citation(doc, 2, PAGE2[1], ocr=True), [PAGE2[1]])
+    assert later.inner.calls == 0 and len(boxes_of(html)) == 1
+    for path in (tmp_path / "ocr").glob("*.json"):
+        path.write_text("{not json")
+    assert loading.load(scanned, ocr=later).text == doc.text  # a damaged cache file is read again
+    assert later.inner.calls == 2

@@ -2,6 +2,8 @@
 embedder and the real default model, citing the right page with the OCR flag."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from rag.app.page_view import PageView
@@ -65,3 +67,7 @@ def test_question_over_a_scanned_pdf_cites_its_page_from_ocr(tmp_path, scanned, 
     cited = [c for c in answer.citations if "nineteen" in c.text]
     assert cited and all(c.page == 2 and c.ocr for c in cited)
     assert cited[0].to_json()["ocr"] is True
+    # the page view marks it from the OCR kept at ingest, without reading the page again
+    start = time.perf_counter()
+    html = PageView(rag.ocr).html(cited[0], [cited[0].text])
+    assert boxes_of(html) and time.perf_counter() - start < 5

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from rag.app.render import esc
 from rag.ingest.loading import document_id
-from rag.ingest.ocr import OcrEngine, OcrPage
+from rag.ingest.ocr import OcrEngine, OcrPage, file_digest, page_key
 from rag.types import Citation, short_source
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class PageView:
 
         document = pdfium.PdfDocument(str(path))
         try:
-            return self.ocr.read_page(document[number - 1])
+            return self.ocr.read_page(document[number - 1], page_key(file_digest(path), number))
         finally:
             document.close()
 

@@ -11,11 +11,18 @@ view can mark them on a picture of any size (rag/app/page_view.py).
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from rag.errors import LoadError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,16 @@ class OcrPage:
         return "".join(out)
 
 
+def file_digest(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()[:32]
+
+
+def page_key(digest: str, number: int) -> str:
+    """The cache key of one page: the file's contents and the page number."""
+    return f"{digest}-p{number}"
+
+
 def unavailable_reason() -> str | None:
     """Why OCR cannot run here (None: it can)."""
     try:
@@ -56,10 +73,14 @@ def unavailable_reason() -> str | None:
 class OcrEngine:
     """Reads the text of page images. Thread-safe; the model is loaded once, on first use."""
 
-    def __init__(self, dpi: int = 200, max_side: int = 2000, min_score: float = 0.5) -> None:
+    def __init__(self, dpi: int = 200, max_side: int = 2000, min_score: float = 0.5,
+                 cache_dir: Path | None = None) -> None:
         self.dpi = dpi
         self.max_side = max_side
         self.min_score = min_score
+        # Pages read at ingest are kept here (a small JSON each), so the UI's page view marks an OCR'd
+        # page at once instead of reading it again (~30 s on the loaded 2 cores; docs/performance.md).
+        self.cache_dir = cache_dir
         self._engine = None
         self._lock = threading.Lock()
 
@@ -75,8 +96,44 @@ class OcrEngine:
     def scale(self, width_pt: float, height_pt: float) -> float:
         return min(self.dpi / 72.0, self.max_side / max(width_pt, height_pt, 1.0))
 
-    def read_page(self, page) -> OcrPage:
-        """OCR one `pypdfium2.PdfPage`."""
+    def read_page(self, page, key: str | None = None) -> OcrPage:
+        """OCR one `pypdfium2.PdfPage`; `key` (`page_key`) names it in the cache."""
+        cached = self._cached(key)
+        if cached is not None:
+            return cached
+        result = self._read(page)
+        self._keep(key, result)
+        return result
+
+    def _cache_file(self, key: str | None) -> Path | None:
+        if self.cache_dir is None or not key:
+            return None
+        return Path(self.cache_dir) / f"{key}-{self.dpi}dpi.json"
+
+    def _cached(self, key: str | None) -> OcrPage | None:
+        path = self._cache_file(key)
+        if path is None or not path.is_file():
+            return None
+        try:
+            lines = json.loads(path.read_text(encoding="utf-8"))["lines"]
+            return OcrPage(tuple(OcrLine(str(text), tuple(map(float, box))) for text, box in lines))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring an unreadable OCR cache file %s (%s)", path, exc)
+            return None
+
+    def _keep(self, key: str | None, page: OcrPage) -> None:
+        path = self._cache_file(key)
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{path.name}")
+            tmp.write_text(json.dumps({"lines": [[line.text, list(line.box)] for line in page.lines]}), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:  # a cache: the page is read again next time
+            log.warning("cannot keep OCR of a page in %s (%s)", path, exc)
+
+    def _read(self, page) -> OcrPage:
         start = time.perf_counter()
         width, height = page.get_size()
         image = page.render(scale=self.scale(width, height)).to_pil().convert("RGB")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rag.errors import LoadError
-from rag.ingest.ocr import OcrEngine, unavailable_reason
+from rag.ingest.ocr import OcrEngine, file_digest, page_key, unavailable_reason
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,13 @@ class PdfText:
 
 
 def usable(text: str) -> bool:
-    return sum(ch.isalnum() for ch in text) >= MIN_LAYER_CHARS
+    count = 0
+    for ch in text:  # stops at the 16th: a normal page is decided by its first words
+        if ch.isalnum():
+            count += 1
+            if count >= MIN_LAYER_CHARS:
+                return True
+    return False
 
 
 def read_pdf(name: str, path: Path, max_chars: int, ocr: OcrEngine | None = None) -> PdfText:
@@ -80,6 +86,7 @@ def _ocr_pages(name: str, path: Path, pages: list[str], weak: list[int], max_cha
         problem = reason
     ocr_pages: list[int] = []
     unread: list[int] = []
+    digest = file_digest(path) if not problem else ""
     try:
         document = pdfium.PdfDocument(str(path))
     except Exception as exc:  # pdfium cannot open what pypdf read: keep the text layer alone
@@ -95,7 +102,7 @@ def _ocr_pages(name: str, path: Path, pages: list[str], weak: list[int], max_cha
                     unread.append(number)
                     log.info("%s: page %d has no usable text layer and is not OCR'd: %s", name, number, problem)
                     continue
-                text = ocr.read_page(page).text
+                text = ocr.read_page(page, page_key(digest, number)).text
             finally:
                 page.close()
             if not usable(text) and len(text.strip()) <= len(pages[number - 1].strip()):
