@@ -9,9 +9,11 @@ page, so the marks are in the DOM and follow the picture's size. Where the boxes
   (NFKC, lower case) and the sentence is found in the page's; pdfium's rectangles for that character
   range are the boxes. A sentence pypdf and pdfium read differently (a rare ligature or a reordered
   column) is tried again by its halves; if neither is found the page is shown without a mark.
-- an OCR'd page: OCR runs again at view time (~1-2 s a page on 2 cores, then cached), and the lines
-  the sentence covers are marked, cut in proportion to the characters covered. Boxes are not stored in
-  the index: they would cost every scanned page's ingest and index space for a page few people view.
+- an OCR'd page: the OCR lines kept at ingest (`OcrEngine`'s cache in `<cache_dir>/ocr/`, a small JSON
+  per page keyed by the file's contents and the page), and the lines the sentence covers are marked,
+  cut in proportion to the characters covered. Only when that cache is gone is the page read again
+  (31.8 s for a full page on the loaded 2 cores, bench/ocr.py; then kept). The boxes are not in the
+  index itself: the store's records stay as they were, and a lost cache costs time, not correctness.
 
 Rendered pages and their boxes are kept in an LRU cache keyed by the file's path, size and mtime and
 the page number. A file changed since it was indexed (its document id no longer matches) is not
