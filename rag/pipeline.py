@@ -32,8 +32,8 @@ from rag.answer.scope import Scope, resolve_scope
 from rag.config import DEFAULT_INDEX_DIR, SEEDS_DIR, Settings
 from rag.errors import ConfigError, InputError, LoadError
 from rag.ingest import loading
-from rag.ingest.ocr import OcrEngine
 from rag.ingest.chunking import SentenceChunker
+from rag.ingest.ocr import OcrEngine
 from rag.models.embedding import Embedder, build_embedder
 from rag.store.faiss_index import IndexStore
 from rag.types import (
