@@ -158,6 +158,10 @@ class Settings(BaseSettings):
     # document.xml is ~30 MB. 100x is Apache POI's ZipSecureFile default; Word's own XML compresses ~5-15x.
     max_unzipped_mb: int = Field(100, ge=1, le=10_000)
     max_zip_ratio: float = Field(100.0, ge=2.0, le=100_000.0)
+    # OCR of PDF pages without a usable text layer (rag/ingest/pdf.py). On: a normal PDF costs nothing
+    # extra (pdfium is not opened); a full scanned page took 28 s on the shared, loaded 2 cores (a short
+    # one ~1.5 s; docs/performance.md, "OCR"), and without OCR a scanned PDF indexes nothing.
+    ocr: bool = True
 
     def __init__(self, **values: Any) -> None:
         try:

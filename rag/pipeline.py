@@ -35,6 +35,7 @@ from rag.ingest import loading
 from rag.ingest.chunking import SentenceChunker
 from rag.ingest.folders import file_hashes
 from rag.ingest.folders import scan as folders_scan
+from rag.ingest.ocr import OcrEngine
 from rag.models.embedding import Embedder, build_embedder
 from rag.store import moves
 from rag.store.faiss_index import IndexStore
@@ -90,6 +91,8 @@ class RAG:
         self._write_lock = threading.RLock()
         self._llm_lock = llm_lock or threading.Lock()
         self._load_lock = threading.Lock()
+        # its models load on the first scanned page; pages read are kept for the UI's page view
+        self.ocr = OcrEngine(cache_dir=settings.cache_dir / "ocr") if settings.ocr else None
 
     @classmethod
     def open(cls, index_dir: str | Path | None = None, settings: Settings | None = None, *,
@@ -178,7 +181,7 @@ class RAG:
             for path in files:
                 tell("reading", str(path))
                 try:
-                    doc = loading.load(path, limits)
+                    doc = loading.load(path, limits, self.ocr)
                     if doc.id in self.store.docs or doc.id in seen:
                         report.unchanged.append(doc.id)
                         done += 1

@@ -16,6 +16,7 @@ class Document:
     # Sorted (char_offset, page_number) pairs: page of a char is the last entry whose offset <= char.
     page_starts: tuple[tuple[int, int], ...] = ()
     content_hash: str = ""  # hash of the file's bytes alone (loading.content_hash): a moved file keeps it
+    ocr_pages: tuple[int, ...] = ()  # page numbers whose text came from OCR (rag/ingest/pdf.py)
 
     def page_at(self, offset: int) -> int | None:
         page = None
@@ -37,6 +38,7 @@ class Chunk:
     start: int
     end: int
     page: int | None = None
+    ocr: bool = False  # its text came from OCR of a scanned page
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Citation:
     end: int
     score: float
     doc_id: str = ""
+    ocr: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +77,7 @@ class Citation:
             "start": self.start,
             "end": self.end,
             "score": round(float(self.score), 4),
+            "ocr": self.ocr,
         }
 
 

@@ -52,3 +52,58 @@ def make_docx(path: Path, paragraphs: list[str]) -> Path:
                    '<Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>')
         z.writestr("word/document.xml", f'<?xml version="1.0"?><w:document {ns}><w:body>{body}</w:body></w:document>')
     return path
+
+
+def make_text_pdf(path: Path, pages: list[list[str]], size: int = 12) -> Path:
+    """A PDF with a real text layer: each page's lines in Helvetica, one under the other from the top."""
+    objects: list[bytes] = []
+    kids = []
+    font_id = 3 + 2 * len(pages)
+    for i, lines in enumerate(pages):
+        page_id, content_id = 3 + 2 * i, 4 + 2 * i
+        kids.append(f"{page_id} 0 R")
+        body = " ".join("(" + line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") + ") Tj T*"
+                        for line in lines)
+        stream = f"BT /F1 {size} Tf {size * 1.5:g} TL 72 720 Td {body} ET".encode("latin-1")
+        objects.append(
+            f"{page_id} 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+            f"/Resources << /Font << /F1 {font_id} 0 R >> >> /Contents {content_id} 0 R >> endobj\n".encode())
+        objects.append(f"{content_id} 0 obj << /Length {len(stream)} >> stream\n".encode() + stream + b"\nendstream endobj\n")
+    header = [
+        b"1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n",
+        f"2 0 obj << /Type /Pages /Kids [{' '.join(kids)}] /Count {len(pages)} >> endobj\n".encode(),
+    ]
+    font = f"{font_id} 0 obj << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> endobj\n".encode()
+    body_objects = header + objects + [font]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for obj in body_objects:
+        offsets.append(len(out))
+        out += obj
+    xref = len(out)
+    out += f"xref\n0 {len(body_objects) + 1}\n0000000000 65535 f \n".encode()
+    for off in offsets:
+        out += f"{off:010d} 00000 n \n".encode()
+    out += f"trailer << /Size {len(body_objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    path.write_bytes(bytes(out))
+    return path
+
+
+SCAN_TOP, SCAN_STEP, SCAN_HEIGHT = 150, 48, 1754  # pixels of a scanned A4 page at 150 dpi
+
+
+def make_scanned_pdf(path: Path, pages: list[list[str]]) -> Path:
+    """An image-only PDF, as a scanner makes it: each page a 150 dpi bilevel picture of its lines (an
+    empty list: a blank scanned page), no text layer. Pillow's own font, so no system font is needed."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=28)
+    images = []
+    for lines in pages:
+        image = Image.new("L", (1240, SCAN_HEIGHT), 255)
+        draw = ImageDraw.Draw(image)
+        for k, line in enumerate(lines):
+            draw.text((120, SCAN_TOP + SCAN_STEP * k), line, fill=0, font=font)
+        images.append(image.convert("1"))
+    images[0].save(path, save_all=True, append_images=images[1:], resolution=150)
+    return path

@@ -113,10 +113,10 @@ def test_an_interrupted_ingest_says_which_files_are_saved(fake_open, tmp_path, c
     (tmp_path / "docs" / "b.txt").write_text("Herons are grey birds.")
     real_load = loading.load
 
-    def load(path, limits=None):
+    def load(path, limits=None, ocr=None):
         if path.name == "b.txt":
             raise KeyboardInterrupt
-        return real_load(path, limits)
+        return real_load(path, limits, ocr)
 
     monkeypatch.setattr(loading, "load", load)
     assert cli.main(["ingest", str(tmp_path / "docs"), "--index", str(fake_open)]) == 130

@@ -269,10 +269,10 @@ def test_each_embedding_batch_is_saved_and_a_late_interrupt_keeps_the_files_befo
         (folder / f"n{i}.txt").write_text(f"Note {i} is about the {['red', 'blue', 'green'][i % 3]} boat.")
     real_load = loading.load
 
-    def load(path, limits=None):
+    def load(path, limits=None, ocr=None):
         if path.name == "n4.txt":  # Ctrl-C while the last file is read: n0-n3 were read before it
             raise KeyboardInterrupt
-        return real_load(path, limits)
+        return real_load(path, limits, ocr)
 
     monkeypatch.setattr(loading, "load", load)
     events = []

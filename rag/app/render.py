@@ -136,35 +136,42 @@ def highlighted_passage_html(passage_text: str, sentences: Sequence[str]) -> str
     return "".join(out)
 
 
-def _source_line(source: str, page: int | None, score: float) -> str:
-    page_part = f" &middot; page {int(page)}" if page else ""
+def _source_line(source: str, page: int | None, score: float, ocr: bool = False) -> str:
+    page_part = (f" &middot; page {int(page)}" if page else "") + (" (text from OCR)" if ocr else "")
     return (f'<span class="rag-cite-src">{esc(short_source(source))}</span>'
             f'<span class="rag-cite-meta">{page_part} &middot; score {float(score):.2f}</span>')
 
 
-def citation_html(citation: Citation, answer: Answer) -> str:
+def citation_html(citation: Citation, answer: Answer, pages=None) -> str:
+    """One citation: its passage with the cited sentences marked, and for a PDF, when `pages` (a
+    rag.app.page_view.PageView) is given, the page itself with those sentences' boxes marked."""
     cited_by = [s.text for s in answer.sentences if citation.n in s.citations]
+    page = ""
+    if pages is not None:
+        spans = highlight_spans(citation.text, cited_by)
+        page = pages.html(citation, [citation.text[a:b] for a, b in spans] or [citation.text])
     return (f'<div class="rag-cite" id="cite-{int(citation.n)}">'
             f'<div class="rag-cite-head"><span class="rag-cite-n">[{int(citation.n)}]</span>'
-            f'{_source_line(citation.source, citation.page, citation.score)}</div>'
-            f'<blockquote class="rag-passage">{highlighted_passage_html(citation.text, cited_by)}</blockquote></div>')
+            f'{_source_line(citation.source, citation.page, citation.score, citation.ocr)}</div>'
+            f'<blockquote class="rag-passage">{highlighted_passage_html(citation.text, cited_by)}</blockquote>'
+            f'{page}</div>')
 
 
-def citations_html(answer: Answer | None) -> str:
+def citations_html(answer: Answer | None, pages=None) -> str:
     if answer is None:
         return '<div class="rag-muted">Citations of the answer appear here.</div>'
     if answer.abstained:
         html_ = '<div class="rag-cites-title">No citations: the question was refused.</div>'
         if answer.passages:
             closest = "".join(
-                f'<div class="rag-cite"><div class="rag-cite-head">{_source_line(p.chunk.source, p.chunk.page, p.score)}</div>'
+                f'<div class="rag-cite"><div class="rag-cite-head">{_source_line(p.chunk.source, p.chunk.page, p.score, p.chunk.ocr)}</div>'
                 f'<blockquote class="rag-passage">{esc(p.text)}</blockquote></div>'
                 for p in answer.passages[:3])
             html_ += f"<details><summary>Closest passages searched (not cited)</summary>{closest}</details>"
         return html_
     if not answer.citations:
         return '<div class="rag-muted">This answer has no citations.</div>'
-    items = "".join(citation_html(c, answer) for c in answer.citations)
+    items = "".join(citation_html(c, answer, pages) for c in answer.citations)
     return f'<div class="rag-cites-title">Citations</div>{items}'
 
 

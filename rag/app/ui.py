@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from rag.answer.query_rewriting import Turn
+from rag.app.page_view import CSS as PAGE_CSS
+from rag.app.page_view import PageView
 from rag.app.render import (
     CSS,
     answer_html,
@@ -113,8 +115,9 @@ def _delink_previous(messages: list[dict[str, Any]], turns: list[dict[str, Any]]
 class ChatHandler:
     """One question of a conversation: rewrite the follow-up, retrieve, stream, render."""
 
-    def __init__(self, rag: RAG) -> None:
+    def __init__(self, rag: RAG, pages: PageView | None = None) -> None:
         self.rag = rag
+        self.pages = pages  # cited PDF pages as pictures with the sentence marked
 
     def __call__(self, question: str, session: dict[str, Any] | None, top_k: float | None,
                  documents: list[str] | None = None) -> Iterator[tuple[Any, ...]]:
@@ -169,7 +172,7 @@ class ChatHandler:
         turns.append({"question": question, "standalone": standalone, "answer": answer.text,
                       "message_index": index,
                       "plain_html": answer_html(answer, link=False, standalone=shown_standalone)})
-        yield (list(messages), "", _rewritten_status(question, standalone), citations_html(answer),
+        yield (list(messages), "", _rewritten_status(question, standalone), citations_html(answer, self.pages),
                timings_html(answer.timings), state)
 
 
@@ -220,6 +223,7 @@ def build_app(source: RAG | Collections, collection: str | None = None) -> "gr.B
 
     collections = source if isinstance(source, Collections) else Collections(source.settings, default=source)
     settings = collections.settings
+    page_views: dict[int, PageView] = {}  # one per collection's RAG: its OCR engine, its rendered pages
 
     @_with_request
     def on_ask(question: str, session: dict[str, Any], top_k: float, documents: list[str] | None,
@@ -231,7 +235,10 @@ def build_app(source: RAG | Collections, collection: str | None = None) -> "gr.B
                         {"role": "assistant", "content": error_html(user_message(exc))}]
             yield _gradio_outputs((messages, question, _SKIP, citations_html(None), _SKIP, session))
             return
-        for values in ChatHandler(rag)(question, session, top_k, documents):
+        if id(rag) not in page_views:
+            page_views[id(rag)] = PageView(getattr(rag, "ocr", None))
+        pages = page_views[id(rag)]
+        for values in ChatHandler(rag, pages)(question, session, top_k, documents):
             yield _gradio_outputs(values)
 
     def on_clear():
@@ -388,6 +395,6 @@ def launch(demo: "gr.Blocks", host: str = "127.0.0.1", port: int | None = 7860, 
     return demo.launch(
         server_name=host, server_port=port, auth=auth, show_error=False, quiet=quiet,
         prevent_thread_lock=not block, max_file_size=MAX_FILE_BYTES, ssr_mode=False,
-        css=CSS, footer_links=["api"], inbrowser=False, share=False, enable_monitoring=False,
+        css=CSS + PAGE_CSS, footer_links=["api"], inbrowser=False, share=False, enable_monitoring=False,
         auth_message="Log in to ask questions about the documents." if auth else None,
     )

@@ -114,6 +114,7 @@ class SentenceChunker:
                     start=start,
                     end=end,
                     page=page,
+                    ocr=page is not None and page in doc.ocr_pages,
                 )
             )
             if j >= len(sentences):

@@ -3,7 +3,7 @@
 Every input is bounded before it can cost much (docs/architecture.md, "Limits on input"): the file's
 size from `stat` before it is read, a .docx's unzipped size and expansion ratio from the zip
 directory before a member is inflated, the extracted text's length before it is chunked. Only regular
-files are opened (a FIFO would block the read forever). PDF goes through pypdf; DOCX XML and HTML
+files are opened (a FIFO would block the read forever). PDF goes through rag/ingest/pdf.py (pypdf, OCR for scanned pages); DOCX XML and HTML
 are streamed, so that scripts, styles and markup never reach the index and memory stays flat; text
 files must be UTF-8 (or UTF-16/UTF-32 with a byte-order mark).
 """
@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rag.errors import InputError, LoadError
+from rag.ingest.ocr import OcrEngine
+from rag.ingest.pdf import read_pdf
 from rag.types import Document
 
 SUPPORTED_EXTENSIONS = (".txt", ".md", ".html", ".htm", ".pdf", ".docx")
@@ -130,8 +132,9 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def load(path: Path, limits: Limits | None = None) -> Document:
-    """Read one file into a Document, or raise LoadError with a reason a person can act on."""
+def load(path: Path, limits: Limits | None = None, ocr: OcrEngine | None = None) -> Document:
+    """Read one file into a Document, or raise LoadError with a reason a person can act on. `ocr`
+    reads PDF pages without a usable text layer (rag/ingest/pdf.py); None: such pages are not read."""
     limits = limits or Limits.default()
     name = str(path)
     ext = path.suffix.lower()
@@ -145,8 +148,10 @@ def load(path: Path, limits: Limits | None = None) -> Document:
         raise LoadError(name, "file is empty")
     if ext in ZIP_EXTENSIONS:
         _check_zip(name, path, limits)
+    scanned = None
     if ext == ".pdf":
-        pages = _pdf_pages(name, path, limits.max_chars)
+        scanned = read_pdf(name, path, limits.max_chars, ocr)
+        pages = scanned.pages
     elif ext == ".docx":
         pages = [_docx_text(name, path, limits.max_chars)]
     elif ext in (".html", ".htm"):
@@ -158,11 +163,11 @@ def load(path: Path, limits: Limits | None = None) -> Document:
         raise LoadError(name, f"has {len(text):,} characters of text, more than the {limits.max_chars:,} limit "
                               "(setting max_file_chars)")
     if not text.strip():
-        reason = "PDF has no text layer (scanned image?)" if ext == ".pdf" else "no text found in file"
-        raise LoadError(name, reason)
+        raise LoadError(name, scanned.empty_reason() if scanned else "no text found in file")
     source = str(path.resolve())
     return Document(id=document_id(source, data), source=source, text=text, page_starts=page_starts,
-                    content_hash=content_hash(data))
+                    content_hash=content_hash(data),
+                    ocr_pages=scanned.ocr_pages if scanned else ())
 
 
 def _size(n: int) -> str:
@@ -262,32 +267,6 @@ def _decode(name: str, data: bytes) -> str:
         label = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8", "utf-16": "UTF-16", "utf-32": "UTF-32"}[encoding]
         raise LoadError(name, f"text is not valid {label} (byte {exc.start})") from exc
     return text.replace("\r\n", "\n")
-
-
-def _pdf_pages(name: str, path: Path, max_chars: int) -> list[str]:
-    """Each page's text, through pypdf directly: llama-index's PDFReader retries a damaged file three
-    times and wraps the error as "RetryError[<Future ...>]", which names nothing a person can act on."""
-    import pypdf
-    from pypdf.errors import FileNotDecryptedError
-
-    pages: list[str] = []
-    chars = 0
-    try:
-        reader = pypdf.PdfReader(path)  # an empty user password is tried; another raises FileNotDecryptedError
-        for number, page in enumerate(reader.pages, start=1):
-            text = page.extract_text() or ""
-            chars += len(text)
-            if chars > max_chars:
-                raise LoadError(name, f"has more than {max_chars:,} characters of text by page {number}, past the "
-                                      "limit (setting max_file_chars)")
-            pages.append(text)
-    except LoadError:
-        raise
-    except FileNotDecryptedError as exc:
-        raise LoadError(name, "PDF is encrypted (password-protected); save a copy without the password") from exc
-    except Exception as exc:  # pypdf raises many types for a damaged file
-        raise LoadError(name, f"cannot parse PDF ({type(exc).__name__}: {exc})") from exc
-    return pages
 
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
