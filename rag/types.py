@@ -15,6 +15,17 @@ class Document:
     text: str
     # Sorted (char_offset, page_number) pairs: page of a char is the last entry whose offset <= char.
     page_starts: tuple[tuple[int, int], ...] = ()
+    # Sorted (char_offset, label) pairs for locations other than PDF pages ("slide 3", "sheet Sales,
+    # rows 2-41", "chapter 2: The Storm", "cell 5"): a char's section is the last entry at or before it.
+    sections: tuple[tuple[int, str], ...] = ()
+
+    def section_at(self, offset: int) -> str | None:
+        label = None
+        for start, name in self.sections:
+            if start > offset:
+                break
+            label = name
+        return label
 
     def page_at(self, offset: int) -> int | None:
         page = None
@@ -36,6 +47,7 @@ class Chunk:
     start: int
     end: int
     page: int | None = None
+    location: str | None = None  # the label of the document section the span lies in (Document.sections)
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,7 @@ class Citation:
     end: int
     score: float
     doc_id: str = ""
+    location: str | None = None  # "slide 3", "sheet Sales, rows 2-41", ... (Chunk.location)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +86,7 @@ class Citation:
             "start": self.start,
             "end": self.end,
             "score": round(float(self.score), 4),
+            "location": self.location,
         }
 
 
