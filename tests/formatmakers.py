@@ -114,3 +114,54 @@ def stream(text: str) -> dict:
 def result(text: str) -> dict:
     return {"output_type": "execute_result", "execution_count": 1, "metadata": {},
             "data": {"text/plain": [text], "image/png": "iVBORw0KGgo="}}
+
+
+def build_mixed_corpus(folder: str | Path) -> dict[str, Path]:
+    """One file per new format, each with a few distinctive facts that tests/data/mixed_testset.jsonl
+    asks about (where each answer is: MIXED_LOCATIONS). Returns the files by extension."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        ".pptx": make_pptx(folder / "heron-roadmap.pptx", [
+            ("Project Heron", "Quarterly roadmap review for the steering group"),
+            ("Pilot launch", "The Heron prototype ships to pilot customers in Lisbon in September."),
+            ("Budget", "The approved budget for Project Heron is 4.2 million euros."),
+        ], notes={3: "The budget was approved by the board in January."}),
+        ".xlsx": make_xlsx(folder / "regional-sales.xlsx", {
+            "Regions": [["Region", "Manager", "Revenue (EUR)"], ["North", "Ingrid Solberg", 310000],
+                        ["South", "Marco Ferri", 275000], ["East", "Yuki Tanabe", 198000]],
+        }),
+        ".csv": make_csv(folder / "warehouse-stock.csv", [
+            ["Item", "Warehouse", "Quantity"], ["copper valves", "Tromsø", 1240], ["brass fittings", "Narvik", 860],
+            ["steel flanges", "Bodø", 415]]),
+        ".epub": make_epub(folder / "marigold.epub", [
+            ("The Harbour", "Captain Elsa Varga sailed the schooner Marigold out of Port Azure at dawn."),
+            ("The Storm", "During the storm the Marigold lost its mainmast near Kestrel Reef."),
+            ("The Rescue", "A fishing boat called the Osprey towed the Marigold back to the harbour."),
+        ]),
+        ".eml": make_eml(folder / "offsite.eml", "Spring offsite moved", "Dana Whitfield <dana@example.com>",
+                         "Tue, 05 Mar 2024 09:30:00 +0000",
+                         "Hi all,\n\nThe spring offsite moves to the Alder Lodge in Bergen. It takes place on 14 May.\n"
+                         "Please book your trains by Friday.\n\nDana\n",
+                         attachment=("agenda.txt", "The attachment says the offsite is in Reykjavik.")),
+        ".ipynb": make_ipynb(folder / "churn-analysis.ipynb", [
+            ("markdown", "# Churn analysis\n\nThe churn model is a gradient boosting classifier with 300 trees."),
+            ("code", "model.fit(X_train, y_train)\nprint(f'validation accuracy: {accuracy:.3f}')",
+             [stream("validation accuracy: 0.873\n")]),
+        ]),
+    }
+
+
+# Where each answerable item of tests/data/mixed_testset.jsonl is answered: (file, location).
+MIXED_LOCATIONS = {
+    "m01": ("heron-roadmap.pptx", "slide 2"),
+    "m02": ("heron-roadmap.pptx", "slide 3"),
+    "m03": ("regional-sales.xlsx", "sheet Regions, rows 2-4"),
+    "m04": ("warehouse-stock.csv", "rows 2-4"),
+    "m05": ("marigold.epub", "chapter 2: The Storm"),
+    "m06": ("marigold.epub", "chapter 3: The Rescue"),
+    "m07": ("offsite.eml", 'e-mail "Spring offsite moved" from Dana Whitfield <dana@example.com>, 2024-03-05'),
+    "m08": ("offsite.eml", 'e-mail "Spring offsite moved" from Dana Whitfield <dana@example.com>, 2024-03-05'),
+    "m09": ("churn-analysis.ipynb", "cell 1"),
+    "m10": ("churn-analysis.ipynb", "cell 2"),
+}

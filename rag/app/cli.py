@@ -128,6 +128,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     print(answer.text if answer.abstained else f"Answer: {answer.text}")
     for c in answer.citations:
         page = f", page {c.page}" if c.page else ""
+        page += f", {shown(c.location)}" if c.location else ""  # slide, sheet and rows, chapter, e-mail, cell
         print(f"  [{c.n}] {shown(short_source(c.source))}{page}, chars {c.start}-{c.end} (score {c.score:.2f})")
         print(f"      {c.text[:300]}")
     for s in answer.unsupported:

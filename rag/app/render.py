@@ -136,8 +136,9 @@ def highlighted_passage_html(passage_text: str, sentences: Sequence[str]) -> str
     return "".join(out)
 
 
-def _source_line(source: str, page: int | None, score: float) -> str:
+def _source_line(source: str, page: int | None, score: float, location: str | None = None) -> str:
     page_part = f" &middot; page {int(page)}" if page else ""
+    page_part += f" &middot; {esc(location)}" if location else ""  # "slide 3", "sheet Sales, rows 2-41", ...
     return (f'<span class="rag-cite-src">{esc(short_source(source))}</span>'
             f'<span class="rag-cite-meta">{page_part} &middot; score {float(score):.2f}</span>')
 
@@ -146,7 +147,7 @@ def citation_html(citation: Citation, answer: Answer) -> str:
     cited_by = [s.text for s in answer.sentences if citation.n in s.citations]
     return (f'<div class="rag-cite" id="cite-{int(citation.n)}">'
             f'<div class="rag-cite-head"><span class="rag-cite-n">[{int(citation.n)}]</span>'
-            f'{_source_line(citation.source, citation.page, citation.score)}</div>'
+            f'{_source_line(citation.source, citation.page, citation.score, citation.location)}</div>'
             f'<blockquote class="rag-passage">{highlighted_passage_html(citation.text, cited_by)}</blockquote></div>')
 
 
@@ -157,7 +158,7 @@ def citations_html(answer: Answer | None) -> str:
         html_ = '<div class="rag-cites-title">No citations: the question was refused.</div>'
         if answer.passages:
             closest = "".join(
-                f'<div class="rag-cite"><div class="rag-cite-head">{_source_line(p.chunk.source, p.chunk.page, p.score)}</div>'
+                f'<div class="rag-cite"><div class="rag-cite-head">{_source_line(p.chunk.source, p.chunk.page, p.score, p.chunk.location)}</div>'
                 f'<blockquote class="rag-passage">{esc(p.text)}</blockquote></div>'
                 for p in answer.passages[:3])
             html_ += f"<details><summary>Closest passages searched (not cited)</summary>{closest}</details>"
