@@ -62,7 +62,7 @@ def test_xlsx_sheets_rows_and_the_header_repeated_in_each_chunk(tmp_path):
     path = make_xlsx(tmp_path / "sales.xlsx", {"Sales": rows, "Blank": [], "Costs": [["Item", "Cost"], ["Rent", 900.0]]})
     doc = load(path, limits(table_words=40))
     labels = [label for _, label in doc.sections]
-    assert labels[0] == "sheet Sales, rows 2-8"  # 5 words a line ("|" counted, as the chunker does) and labels[-1] == "sheet Costs, row 2"
+    assert labels[0] == "sheet Sales, rows 2-6"  # 5 words + 5 x 6 words ("|" counted, as the chunker does) and labels[-1] == "sheet Costs, row 2"
     assert not any("Blank" in label for label in labels)
     chunks = chunks_of(doc, size=40)
     sales = [c for c in chunks if c.location.startswith("sheet Sales")]
@@ -71,29 +71,30 @@ def test_xlsx_sheets_rows_and_the_header_repeated_in_each_chunk(tmp_path):
     for c in sales:
         lines = c.text.split("\n")
         assert lines[0] == "Region | Manager | Revenue"  # the header leads every chunk of the table
-        assert all(line.count(" | ") == 2 for line in lines)  # rows whole
         first, last = (int(x) for x in c.location.split("rows ")[1].split("-"))
-        assert [line.split(" | ")[0] for line in lines[1:]] == [f"Region{i}" for i in range(first, last + 1)]
+        assert lines[1:] == [f"Region: Region{i}; Manager: Manager{i}; Revenue: {1000 + i}"  # rows whole, named
+                             for i in range(first, last + 1)]
         covered += range(first, last + 1)
         assert len(c.text.split()) <= 40
     assert covered == list(range(2, 40))  # each row once, in order
-    assert chunks[-1].text == "Item | Cost\nRent | 900"  # 900.0 shown as the sheet shows it
+    assert chunks[-1].text == "Item | Cost\nItem: Rent; Cost: 900"  # 900.0 shown as the sheet shows it
 
 
 def test_csv_dialect_row_numbers_and_header_blocks(tmp_path):
     path = tmp_path / "stock.csv"
     path.write_text("Item;Warehouse;Qty\n\n" + "".join(f"valve {i};Narvik;{i}\n" for i in range(1, 31)), encoding="utf-8")
     doc = load(path, limits(table_words=30))
-    assert doc.sections[0][1] == "rows 3-6"  # 5 + 4 x 6 words; the blank line 2 is skipped but counted, as a spreadsheet would
+    assert doc.sections[0][1] == "rows 3-5"  # 5 + 3 x 7 words; the blank line 2 is skipped but counted
+    assert doc.text.startswith("Item | Warehouse | Qty\nItem: valve 1; Warehouse: Narvik; Qty: 1\n")
     chunks = chunks_of(doc, size=30)
     assert all(c.text.startswith("Item | Warehouse | Qty\n") for c in chunks)
-    assert chunks[-1].location == "rows 31-32" and chunks[-1].text.endswith("valve 30 | Narvik | 30")
+    assert chunks[-1].location == "rows 30-32" and chunks[-1].text.endswith("valve 30; Warehouse: Narvik; Qty: 30")
 
 
-def test_a_row_never_splits_between_blocks_and_quoted_newlines_stay_in_their_cell(tmp_path):
-    path = make_csv(tmp_path / "notes.csv", [["Who", "Note"], ["Ann", "line one\nline two"], ["Bob", "short"]])
+def test_quoted_newlines_stay_in_their_cell_and_empty_cells_or_names_are_handled(tmp_path):
+    path = make_csv(tmp_path / "notes.csv", [["Who", "Note", ""], ["Ann", "line one\nline two"], ["", "short", "x"]])
     doc = load(path)
-    assert doc.text == "Who | Note\nAnn | line one line two\nBob | short"
+    assert doc.text == "Who | Note\nWho: Ann; Note: line one line two\nNote: short; column 3: x"
     assert doc.sections == ((0, "rows 2-3"),)
 
 

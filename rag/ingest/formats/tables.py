@@ -9,6 +9,11 @@ of at most `table_words` words (the index's chunk size), the header first in eac
 section ("sheet Sales, rows 2-41"). The chunker never crosses a section, so each block is one chunk,
 whole rows with their header, and a citation's location names its rows. The header's repetition is
 in the stored text (a few words per block), and a row longer than a chunk is the only one split.
+
+Each row is also written with its column names ("Region: South; Manager: Marco Ferri"): with bare
+rows under a header line ("South | Marco Ferri") the default 1.5B model named the wrong row's manager
+(both as "a | b" lines and as a Markdown table), and with named cells it did not (docs/evaluation.md,
+"Mixed formats"). Empty cells are left out of a row.
 """
 from __future__ import annotations
 
@@ -21,7 +26,8 @@ from collections.abc import Iterable, Iterator
 from rag.errors import LoadError
 from rag.ingest.formats.common import Extracted, Parts, Source
 
-CELL_SEPARATOR = " | "
+CELL_SEPARATOR = " | "  # between the header row's names
+FIELD_SEPARATOR = "; "  # between a row's "name: value" cells
 
 
 def read_csv(source: Source) -> Extracted:
@@ -79,16 +85,24 @@ def _cell(value: object) -> str:
     return " ".join(str(value).split())  # a cell's own line breaks would end the row
 
 
-def _line(cells: Iterable[object]) -> str:
+def _values(cells: Iterable[object]) -> list[str]:
     values = [_cell(c) for c in cells]
     while values and not values[-1]:
         values.pop()
-    return CELL_SEPARATOR.join(values)
+    return values
+
+
+def _row(names: list[str], values: list[str]) -> str:
+    """ "Region: South; Manager: Marco Ferri": each non-empty cell under its column's name ("column 4"
+    when the header has none)."""
+    return FIELD_SEPARATOR.join(f"{names[i] if i < len(names) and names[i] else f'column {i + 1}'}: {v}"
+                                for i, v in enumerate(values) if v)
 
 
 def _add_table(parts: Parts, source: Source, prefix: str, rows: Iterator[tuple[int, Iterable[object]]]) -> None:
     """Blocks of whole rows under the header (the first non-empty row), each within table_words words."""
     header: str | None = None
+    names: list[str] = []
     header_row = 0
     block: list[str] = []
     first = last = 0
@@ -105,12 +119,13 @@ def _add_table(parts: Parts, source: Source, prefix: str, rows: Iterator[tuple[i
         parts.add(prefix + rows_label, header + "\n" + "\n".join(block))
 
     for number, cells in rows:
-        line = _line(cells)
-        if not line:
+        values = _values(cells)
+        if not values:
             continue
         if header is None:
-            header, header_row = line, number
+            names, header, header_row = values, CELL_SEPARATOR.join(values), number
             continue
+        line = _row(names, values)
         n = len(line.split())
         if block and words + n > source.table_words:
             flush()
