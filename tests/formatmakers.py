@@ -48,14 +48,16 @@ def make_epub(path: Path, chapters: list[tuple[str | None, str]], cover: bool = 
     (title, paragraphs separated by blank lines) chapter; a None title gives a chapter with no heading."""
     items, refs = [], []
     files: dict[str, str] = {}
-    pages = ([("cover", '<html xmlns="http://www.w3.org/1999/xhtml"><head><title>Cover</title></head>'
-                        '<body><img src="cover.png" alt=""/></body></html>')] if cover else [])
+    cover_page = ('<html xmlns="http://www.w3.org/1999/xhtml"><head><title>Cover</title></head>'
+                  '<body><img src="cover.png" alt=""/></body></html>')
+    pages = [("cover", cover_page)] if cover else []
     for i, (title, body) in enumerate(chapters, start=1):
         heading = f"<h1>{title}</h1>" if title else ""
         paragraphs = "".join(f"<p>{p}</p>" for p in body.split("\n\n"))
-        pages.append((f"ch{i}", f'<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml">'
-                                f"<head><title>Book part {i}</title><style>p {{margin: 0}}</style></head>"
-                                f"<body>{heading}{paragraphs}</body></html>"))
+        markup = (f'<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml">'
+                  f"<head><title>Book part {i}</title><style>p {{margin: 0}}</style></head>"
+                  f"<body>{heading}{paragraphs}</body></html>")
+        pages.append((f"ch{i}", markup))
     for ident, markup in pages:
         files[f"OEBPS/text/{ident}.xhtml"] = markup
         items.append(f'<item id="{ident}" href="text/{ident}.xhtml" media-type="application/xhtml+xml"/>')

@@ -12,8 +12,7 @@ from rag.errors import LoadError
 from rag.ingest.chunking import SentenceChunker
 from rag.ingest.loading import SUPPORTED_EXTENSIONS, ZIP_EXTENSIONS, Limits, load
 from rag.types import Citation
-from tests.formatmakers import (make_csv, make_eml, make_epub, make_ipynb, make_pptx, make_xlsx, result,
-                                stream)
+from tests.formatmakers import make_csv, make_eml, make_epub, make_ipynb, make_pptx, make_xlsx, result, stream
 
 
 def chunks_of(doc, size=160):
@@ -43,7 +42,7 @@ def test_pptx_one_section_per_slide_with_notes_and_chunks_located(tmp_path):
                      notes={3: "Approved by the board in January."})
     doc = load(path)
     assert [label for _, label in doc.sections] == ["slide 1", "slide 2", "slide 3"]
-    start = dict((label, off) for off, label in doc.sections)["slide 3"]
+    start = {label: off for off, label in doc.sections}["slide 3"]
     assert doc.text[start:] == "Budget\n\nThe budget is 4.2 million euros.\n\nNotes: Approved by the board in January."
     chunks = chunks_of(doc)
     assert [c.location for c in chunks] == ["slide 1", "slide 2", "slide 3"]  # small slides, never merged
