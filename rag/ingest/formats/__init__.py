@@ -8,6 +8,13 @@ The chunker never lets a chunk cross a section, so a chunk's location is exact.
 zip-based formats); the readers add the rest: every failure is a LoadError naming the file and the
 reason, and the text is counted while it is extracted, so a file past `max_chars` stops there. The
 HTML text extractor and the text decoder are passed in (they live in loading.py, which imports us).
+
+Why not llama-index's file readers: PptxReader runs slides on a thread pool and by default logs and
+skips a failure instead of raising it (we must name the file and the reason); EpubReader needs
+ebooklib and html2text and IPYNBReader nbconvert (none installed); PagedCSVReader makes one document
+per row, where a document here is one file. Each would also give texts without offsets into one
+document. So: python-pptx and openpyxl (read-only) for the Office formats, the standard library
+(csv, zipfile + expat, email, json) for the rest.
 """
 from __future__ import annotations
 
