@@ -264,3 +264,13 @@ def test_bad_files_are_skipped_and_the_rest_indexed_with_locations(make_rag, tmp
 def test_citation_location_is_optional_and_in_json():
     c = Citation(n=1, text="t", source="/x/a.txt", page=None, start=0, end=1, score=0.5)
     assert c.location is None and c.to_json()["location"] is None
+
+
+def test_rag_add_sizes_table_blocks_to_the_index_chunk_size(make_rag, tmp_path):
+    rows = [["Item", "Warehouse", "Qty"]] + [[f"valve {i}", "Narvik", i] for i in range(1, 61)]
+    rag = make_rag(chunk_size=30)
+    rag.add([make_csv(tmp_path / "stock.csv", rows)])
+    chunks = sorted(rag.store.chunks.values(), key=lambda c: c.start)
+    assert len(chunks) == 20  # 5 header words + 3 rows of 7: three rows a chunk
+    assert all(c.text.startswith("Item | Warehouse | Qty\nItem: valve ") and len(c.text.split()) <= 30 for c in chunks)
+    assert [c.location for c in chunks[:2]] == ["rows 2-4", "rows 5-7"]
