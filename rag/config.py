@@ -152,7 +152,7 @@ class Settings(BaseSettings):
     # Chunks of one file: the embedder does ~16 chunks/s on 2 cores (45k chunks took 48 min), so
     # 10,000 is ~10 min for one file; 5M characters of prose are ~5k chunks at chunk_size 160.
     max_file_chunks: int = Field(10_000, ge=1, le=10_000_000)
-    # Zip-based files (.docx): the members' total size once unzipped, and the expansion of any member
+    # Zip-based files (.docx, .pptx, .xlsx, .epub): the members' total size once unzipped, and the expansion of any member
     # over 1 MB, both read from the zip directory before a byte is inflated. A .docx's XML is streamed
     # (rag/ingest/loading.py), but 100 MB of it still takes ~8 s to parse; a 1,000-page book's
     # document.xml is ~30 MB. 100x is Apache POI's ZipSecureFile default; Word's own XML compresses ~5-15x.

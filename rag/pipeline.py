@@ -143,7 +143,7 @@ class RAG:
         """RAG.add on files already found (a file gone meanwhile is named as failed, not an InputError)."""
         if only_supported:
             files = [f for f in files if f.suffix.lower() in loading.SUPPORTED_EXTENSIONS]
-        limits = loading.Limits.of(self.settings)
+        limits = replace(loading.Limits.of(self.settings), table_words=self.chunker.size)  # a table block, one chunk
         total, done = len(files), 0
 
         def tell(step: str, path: str, reason: str = "", info: DocumentInfo | None = None) -> None:

@@ -17,6 +17,17 @@ class Document:
     page_starts: tuple[tuple[int, int], ...] = ()
     content_hash: str = ""  # hash of the file's bytes alone (loading.content_hash): a moved file keeps it
     ocr_pages: tuple[int, ...] = ()  # page numbers whose text came from OCR (rag/ingest/pdf.py)
+    # Sorted (char_offset, label) pairs for locations other than PDF pages ("slide 3", "sheet Sales,
+    # rows 2-41", "chapter 2: The Storm", "cell 5"): a char's section is the last entry at or before it.
+    sections: tuple[tuple[int, str], ...] = ()
+
+    def section_at(self, offset: int) -> str | None:
+        label = None
+        for start, name in self.sections:
+            if start > offset:
+                break
+            label = name
+        return label
 
     def page_at(self, offset: int) -> int | None:
         page = None
@@ -39,6 +50,7 @@ class Chunk:
     end: int
     page: int | None = None
     ocr: bool = False  # its text came from OCR of a scanned page
+    location: str | None = None  # the label of the document section the span lies in (Document.sections)
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,7 @@ class Citation:
     score: float
     doc_id: str = ""
     ocr: bool = False
+    location: str | None = None  # "slide 3", "sheet Sales, rows 2-41", ... (Chunk.location)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +91,7 @@ class Citation:
             "end": self.end,
             "score": round(float(self.score), 4),
             "ocr": self.ocr,
+            "location": self.location,
         }
 
 

@@ -56,7 +56,7 @@ def test_completion_carries_the_answer_its_sources_and_the_extra_fields(seeded):
     assert "Washington spent $110 million to establish a base in northern Niger" in sources
     assert data["abstained"] is False and data["question"] == QUESTION
     [cite] = data["citations"]
-    assert set(cite) == {"n", "source", "page", "start", "end", "text", "score", "ocr"}
+    assert set(cite) == {"n", "source", "page", "start", "end", "text", "score", "ocr", "location"}
     assert cite["n"] == 1 and cite["source"] == str(SEED_ARTICLE.resolve()) and "$110 million" in cite["text"]
     assert SEED_ARTICLE.read_text(encoding="utf-8")[cite["start"]:cite["end"]] == cite["text"]
 

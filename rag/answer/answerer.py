@@ -192,4 +192,4 @@ class Answerer:
 
 def _citation(n: int, p: Passage) -> Citation:
     return Citation(n=n, text=p.text, source=p.chunk.source, page=p.chunk.page, start=p.start, end=p.end,
-                    score=p.score, doc_id=p.chunk.doc_id, ocr=p.chunk.ocr)
+                    score=p.score, doc_id=p.chunk.doc_id, ocr=p.chunk.ocr, location=p.chunk.location)

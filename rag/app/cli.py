@@ -200,7 +200,9 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     print("\n")
     print(answer.text if answer.abstained else f"Answer: {answer.text}")
     for c in answer.citations:
-        page = (f", page {c.page}" if c.page else "") + (" (text from OCR)" if c.ocr else "")
+        page = f", page {c.page}" if c.page else ""
+        page += f", {shown(c.location)}" if c.location else ""  # slide, sheet and rows, chapter, e-mail, cell
+        page += " (text from OCR)" if c.ocr else ""
         print(f"  [{c.n}] {shown(short_source(c.source))}{page}, chars {c.start}-{c.end} (score {c.score:.2f})")
         print(f"      {c.text[:300]}")
     for s in answer.unsupported:

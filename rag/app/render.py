@@ -136,8 +136,9 @@ def highlighted_passage_html(passage_text: str, sentences: Sequence[str]) -> str
     return "".join(out)
 
 
-def _source_line(source: str, page: int | None, score: float, ocr: bool = False) -> str:
+def _source_line(source: str, page: int | None, score: float, ocr: bool = False, location: str | None = None) -> str:
     page_part = (f" &middot; page {int(page)}" if page else "") + (" (text from OCR)" if ocr else "")
+    page_part += f" &middot; {esc(location)}" if location else ""  # "slide 3", "sheet Sales, rows 2-41", ...
     return (f'<span class="rag-cite-src">{esc(short_source(source))}</span>'
             f'<span class="rag-cite-meta">{page_part} &middot; score {float(score):.2f}</span>')
 
@@ -152,7 +153,7 @@ def citation_html(citation: Citation, answer: Answer, pages=None) -> str:
         page = pages.html(citation, [citation.text[a:b] for a, b in spans] or [citation.text])
     return (f'<div class="rag-cite" id="cite-{int(citation.n)}">'
             f'<div class="rag-cite-head"><span class="rag-cite-n">[{int(citation.n)}]</span>'
-            f'{_source_line(citation.source, citation.page, citation.score, citation.ocr)}</div>'
+            f'{_source_line(citation.source, citation.page, citation.score, citation.ocr, citation.location)}</div>'
             f'<blockquote class="rag-passage">{highlighted_passage_html(citation.text, cited_by)}</blockquote>'
             f'{page}</div>')
 
@@ -164,7 +165,7 @@ def citations_html(answer: Answer | None, pages=None) -> str:
         html_ = '<div class="rag-cites-title">No citations: the question was refused.</div>'
         if answer.passages:
             closest = "".join(
-                f'<div class="rag-cite"><div class="rag-cite-head">{_source_line(p.chunk.source, p.chunk.page, p.score, p.chunk.ocr)}</div>'
+                f'<div class="rag-cite"><div class="rag-cite-head">{_source_line(p.chunk.source, p.chunk.page, p.score, p.chunk.ocr, p.chunk.location)}</div>'
                 f'<blockquote class="rag-passage">{esc(p.text)}</blockquote></div>'
                 for p in answer.passages[:3])
             html_ += f"<details><summary>Closest passages searched (not cited)</summary>{closest}</details>"

@@ -72,16 +72,26 @@ class Report:
                   f"![metrics]({metrics_png})", "", f"![latency]({latency_png})", ""]
         if self.problems:
             lines += ["## Test-set problems (items skipped)", ""] + [f"- {_md(p)}" for p in self.problems] + [""]
-        lines += ["## Items", "", "| id | verdict | F1 | answer | gold |", "| --- | --- | ---: | --- | --- |"]
+        lines += ["## Items", "", "| id | verdict | F1 | answer | gold | cited |", "| --- | --- | ---: | --- | --- | --- |"]
         order = sorted(self.items, key=lambda r: (r.correct is not False, r.correct is None))  # misses first
         for r in order[:max_items]:
             gold = "(refuse)" if r.must_refuse else " / ".join(r.gold_answers[:3])
             said = r.error or (f"{r.answer} ({r.refusal_reason})" if r.abstained and r.refusal_reason else r.answer)
             lines.append(f"| {_md(r.id)} | {r.verdict} | {fmt(r.f1)} | {_md(_cut(said, 140))} "
-                         f"| {_md(_cut(gold, 60))} |")
+                         f"| {_md(_cut(gold, 60))} | {_md(cited_where(r.citations))} |")
         if len(order) > max_items:
             lines += ["", f"{len(order) - max_items} more items are in the JSON report."]
         return "\n".join(lines) + "\n"
+
+
+def cited_where(citations: list[dict[str, Any]]) -> str:
+    """Where each citation points: "[1] deck.pptx, slide 3 (supports)"; page and location when known."""
+    out = []
+    for c in citations:
+        where = ", ".join(str(x) for x in (c.get("source"), f"page {c['page']}" if c.get("page") else None,
+                                            c.get("location")) if x)
+        out.append(f"[{c.get('n')}] {where}" + (" (supports)" if c.get("supports") else ""))
+    return "; ".join(out)
 
 
 def _title(config: dict[str, Any]) -> str:

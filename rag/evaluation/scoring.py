@@ -122,12 +122,13 @@ def score_item(item: TestItem, answer: Answer) -> ItemResult:
     """Score one Answer against its TestItem (pure: no model, no index)."""
     gold = item.gold
     citations = [
-        {"n": c.n, "source": short_source(c.source), "start": c.start, "end": c.end,
+        {"n": c.n, "source": short_source(c.source), "page": c.page, "location": c.location, "start": c.start, "end": c.end,
          "score": round(float(c.score), 4), "supports": M.text_contains(c.text, gold)}
         for c in answer.citations
     ]
     retrieved = [
-        {"rank": rank, "source": short_source(p.chunk.source), "start": p.start, "end": p.end,
+        {"rank": rank, "source": short_source(p.chunk.source), "location": p.chunk.location,
+         "start": p.start, "end": p.end,
          "score": round(float(p.score), 4), "supports": M.text_contains(p.text, gold)}
         for rank, p in enumerate(answer.passages, start=1)
     ]

@@ -7,6 +7,7 @@ which points at the wrong place when a passage repeats.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from dataclasses import dataclass
 
 from rag.types import Chunk, Document
@@ -94,14 +95,20 @@ class SentenceChunker:
 
     def split(self, doc: Document, first_id: int = 0) -> list[Chunk]:
         sentences = [s for sp in split_sentences(doc.text) for s in self._cut_long(doc.text, sp)]
+        section_starts = [start for start, _ in doc.sections]
+
+        def where(offset: int) -> tuple[int | None, int]:  # (page, section index): a chunk stays in one
+            return doc.page_at(offset), bisect_right(section_starts, offset)
+
         chunks: list[Chunk] = []
         i = 0
         while i < len(sentences):
             j, words = i, 0
-            page = doc.page_at(sentences[i].start)
-            # A chunk never crosses a page break, so its page number is exact.
+            place = where(sentences[i].start)
+            # A chunk never crosses a page break or a section (slide, table block, chapter, cell), so
+            # its page number and location are exact.
             while j < len(sentences) and (j == i or (
-                    words + _words(doc.text, sentences[j]) <= self.size and doc.page_at(sentences[j].start) == page)):
+                    words + _words(doc.text, sentences[j]) <= self.size and where(sentences[j].start) == place)):
                 words += _words(doc.text, sentences[j])
                 j += 1
             start, end = sentences[i].start, sentences[j - 1].end
@@ -113,15 +120,16 @@ class SentenceChunker:
                     text=doc.text[start:end],
                     start=start,
                     end=end,
-                    page=page,
-                    ocr=page is not None and page in doc.ocr_pages,
+                    page=place[0],
+                    location=doc.sections[place[1] - 1][1] if place[1] else None,
+                    ocr=place[0] is not None and place[0] in doc.ocr_pages,
                 )
             )
             if j >= len(sentences):
                 break
             i = max(j - self.overlap, i + 1)
-            if doc.page_at(sentences[i].start) != doc.page_at(sentences[j].start):
-                i = j  # no overlap across a page break
+            if where(sentences[i].start) != where(sentences[j].start):
+                i = j  # no overlap across a page break or a section
         return chunks
 
     def _cut_long(self, text: str, span: Span) -> list[Span]:

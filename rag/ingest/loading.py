@@ -23,10 +23,11 @@ from pathlib import Path
 from rag.errors import InputError, LoadError
 from rag.ingest.ocr import OcrEngine
 from rag.ingest.pdf import read_pdf
+from rag.ingest import formats
 from rag.types import Document
 
-SUPPORTED_EXTENSIONS = (".txt", ".md", ".html", ".htm", ".pdf", ".docx")
-ZIP_EXTENSIONS = (".docx",)
+SUPPORTED_EXTENSIONS = (".txt", ".md", ".html", ".htm", ".pdf", ".docx") + formats.EXTENSIONS
+ZIP_EXTENSIONS = (".docx",) + formats.ZIP_EXTENSIONS
 MAX_FILE_BYTES = 50 * 1024 * 1024
 PAGE_SEPARATOR = "\n\n"
 # The expansion ratio is only held against zip members bigger than this once unzipped: small parts
@@ -42,6 +43,7 @@ class Limits:
     max_unzipped_bytes: int
     max_zip_ratio: float
     max_bytes: int = MAX_FILE_BYTES
+    table_words: int = 160  # a block of table rows fits one chunk: RAG.add sets the index's chunk size
 
     @classmethod
     def of(cls, settings) -> "Limits":  # settings: rag.config.Settings
@@ -149,7 +151,12 @@ def load(path: Path, limits: Limits | None = None, ocr: OcrEngine | None = None)
     if ext in ZIP_EXTENSIONS:
         _check_zip(name, path, limits)
     scanned = None
-    if ext == ".pdf":
+    sections: tuple[tuple[int, str], ...] = ()
+    if ext in formats.READERS:  # slides, tables, e-books, e-mails, notebooks: rag/ingest/formats/
+        got = formats.read(path, data, name=name, max_chars=limits.max_chars, table_words=limits.table_words,
+                           html_text=_html_text, decode=_decode)
+        pages, sections = [got.text], got.sections  # the text is stripped: its offsets survive _join_pages
+    elif ext == ".pdf":
         scanned = read_pdf(name, path, limits.max_chars, ocr)
         pages = scanned.pages
     elif ext == ".docx":
@@ -167,7 +174,8 @@ def load(path: Path, limits: Limits | None = None, ocr: OcrEngine | None = None)
     source = str(path.resolve())
     return Document(id=document_id(source, data), source=source, text=text, page_starts=page_starts,
                     content_hash=content_hash(data),
-                    ocr_pages=scanned.ocr_pages if scanned else ())
+                    ocr_pages=scanned.ocr_pages if scanned else (,
+                    sections=sections)
 
 
 def _size(n: int) -> str:
