@@ -174,7 +174,7 @@ def load(path: Path, limits: Limits | None = None, ocr: OcrEngine | None = None)
     source = str(path.resolve())
     return Document(id=document_id(source, data), source=source, text=text, page_starts=page_starts,
                     content_hash=content_hash(data),
-                    ocr_pages=scanned.ocr_pages if scanned else (,
+                    ocr_pages=scanned.ocr_pages if scanned else (),
                     sections=sections)
 
 
