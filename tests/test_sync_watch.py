@@ -9,6 +9,7 @@ import pytest
 
 from rag.app import cli
 from rag.app.watch import watch
+from rag.ingest import loading
 from rag.pipeline import RAG
 from rag.store.faiss_index import IndexStore
 from rag.testing import FakeEmbedder, FakeLLM
@@ -139,7 +140,7 @@ def test_rag_sync_prints_each_change_and_a_summary(fake_open, tmp_path, capsys):
     assert out == [f"moved     {folder / 'a.txt'} -> {folder / 'c.txt'}",
                    f"removed   {folder / 'b.txt'}",
                    (f"failed    {folder / 'bad.xyz'}: unsupported file type '.xyz'; supported: "
-                    ".txt, .md, .html, .htm, .pdf, .docx"),
+                    + ", ".join(loading.SUPPORTED_EXTENSIONS)),
                    "0 added, 0 changed, 1 removed, 1 moved, 0 unchanged, 1 failed"]
     assert cli.main(["sync", str(tmp_path / "nope"), "--index", str(fake_open)]) == cli.EXIT_ERROR
     assert capsys.readouterr().err.strip() == f"error: folder to sync does not exist: {tmp_path / 'nope'}"
