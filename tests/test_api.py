@@ -255,9 +255,11 @@ def test_parse_api_keys():
     assert parse_api_keys(None) == {} and parse_api_keys("  ") == {}
     assert parse_api_keys("k1") == {"k1": None}
     assert parse_api_keys("alice=k1, bob=k2") == {"k1": "alice", "k2": "bob"}
-    assert parse_api_keys("c2VjcmV0==,carol=a=b") == {"c2VjcmV0==": None, "a=b": "carol"}
+    assert parse_api_keys("c2VjcmV0==") == {"c2VjcmV0==": None}
+    assert parse_api_keys("dave=c2VjcmV0==,carol=a=b") == {"c2VjcmV0==": "dave", "a=b": "carol"}
     for bad, message in [("s3cret,,other", "item 2 of 3 is empty"), ("=s3cret", "item 1 of 1 has an empty user name"),
-                         ("alice=s3cret,bob=s3cret", "item 2 of 2 repeats an earlier key")]:
+                         ("alice=s3cret,bob=s3cret", "item 2 of 2 repeats an earlier key"),
+                         ("alice=k1,s3cret", "item 2 of 2 has no user while others do")]:
         with pytest.raises(ConfigError, match=message) as err:
             parse_api_keys(bad)
         assert "s3cret" not in str(err.value)  # keys are not echoed

@@ -2,7 +2,7 @@
 
     RAG_API_KEY=k                   one key, no user (user None)
     RAG_API_KEY=alice=k1,bob=k2     a key per user: the key says who calls, and so which collections
-                                    they see
+                                    they see (all keys with a user, or one without: never mixed)
     RAG_AUTH=ann:pw (no API key)    the UI's logins also open the API: `Authorization: Bearer ann:pw`,
                                     so private collections are never served anonymously
     neither                         open (fine on 127.0.0.1; `rag serve` refuses other addresses)
@@ -45,6 +45,10 @@ def parse_api_keys(value: str | None) -> dict[str, str | None]:
             raise ConfigError(f"RAG_API_KEY: item {number} of {len(items)} repeats an earlier key; each key "
                               "must name one user")
         keys[key] = user or None
+    plain = [n for n, user in enumerate(keys.values(), start=1) if user is None]
+    if plain and len(plain) < len(keys):  # a key of no user would see every user's private collection
+        raise ConfigError(f"RAG_API_KEY: item {plain[0]} of {len(items)} has no user while others do; a key "
+                          f"without a user sees every private collection, so give each key a user: {_FORMAT}")
     return keys
 
 
