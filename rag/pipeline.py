@@ -273,7 +273,7 @@ class RAG:
             if old is not None:
                 self.store.remove(old)
             self.store.add(doc.id, doc.source, len(doc.text), chunks, vectors)
-            self.store.docs[doc.id].content_hash = doc.content_hash  # lets RAG.sync re-key it when moved
+            moves.remember_hash(self.store, doc.id, doc.content_hash)  # lets RAG.sync re-key it when moved
             stored.append(("replaced" if old is not None else "added", info))
         return stored
 

@@ -14,18 +14,21 @@ from rag.errors import DocumentNotFound
 from rag.ingest.folders import FolderScan
 from rag.store.faiss_index import IndexStore
 from rag.store.generations import DocRecord
+from rag.store.interface import Store
 from rag.types import DocumentInfo, MovedDocument
 
 
-def rekey(store: IndexStore, old_id: str, new_id: str, new_source: str) -> DocRecord:
+def rekey(store: Store, old_id: str, new_id: str, new_source: str) -> DocRecord:
     """Give a document a new id and source, on its record and every chunk; its vectors (keyed by chunk
-    id) stay as they are. Returns the new record. Call inside store.writing(), then save."""
-    record = store.docs.pop(old_id, None)
-    if record is None:
+    id) stay as they are. Returns the new record. Call inside store.writing(), then save. A store with its
+    own `rekey` (PgStore: in SQL, in writing()'s transaction) does it itself."""
+    if old_id not in store.docs:
         raise DocumentNotFound(f"no document with id {old_id!r}; `rag list` shows the ids")
     if new_id in store.docs:
-        store.docs[old_id] = record
         raise ValueError(f"document id {new_id!r} is already in the index")
+    if not isinstance(store, IndexStore):
+        return store.rekey(old_id, new_id, new_source)
+    record = store.docs.pop(old_id)
     moved = replace(record, id=new_id, source=new_source, chunk_ids=list(record.chunk_ids))
     store.docs[new_id] = moved
     if store._by_source.get(record.source) == old_id:
@@ -37,12 +40,20 @@ def rekey(store: IndexStore, old_id: str, new_id: str, new_source: str) -> DocRe
     return moved
 
 
-def vanished(store: IndexStore, found: FolderScan) -> list[DocRecord]:
+def remember_hash(store: Store, doc_id: str, digest: str) -> None:
+    """Keep the hash of a just-added document's file (inside writing()), so a later sync can re-key it."""
+    if isinstance(store, IndexStore):
+        store.docs[doc_id].content_hash = digest  # saved with the records
+    else:
+        store.set_content_hash(doc_id, digest)
+
+
+def vanished(store: Store, found: FolderScan) -> list[DocRecord]:
     """The documents this sync covers whose file is no longer there, by source."""
     return [d for d in store.docs.values() if d.source not in found.sources and found.covers(d.source)]
 
 
-def retire(store: IndexStore, found: FolderScan, hashes: dict[str, tuple[str, str]]
+def retire(store: Store, found: FolderScan, hashes: dict[str, tuple[str, str]]
            ) -> tuple[list[MovedDocument], list[DocumentInfo]]:
     """Re-key each vanished document whose contents (hash, and file type) reappear at a new path of
     `hashes` ({source: (content hash, new id)}), one new path per document; remove the other vanished

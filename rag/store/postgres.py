@@ -3,7 +3,8 @@
 Tables (one index per database):
     rag_meta       one row: format version, embedding model, dimension, chunk settings, generation,
                    next_id, words (the corpus's words, overlaps counted once: WholeCorpus's size check)
-    rag_documents  id (loading.document_id: hash of path + contents), source (unique), chars, words
+    rag_documents  id (loading.document_id: hash of path + contents), source (unique), chars, words,
+                   content_hash (SHA-256 of the file; RAG.sync re-keys a moved file by it)
     rag_chunks     id, doc_id (ON DELETE CASCADE), source, text, start_char, end_char, page,
                    embedding vector(dim) with an HNSW index (cosine), tsv (generated tsvector, GIN index)
 
@@ -147,8 +148,9 @@ class PgStore:
         self.corpus_words = row[7]
         rows = self.conn.execute(
             "SELECT d.id, d.source, d.chars, coalesce(array_agg(c.id ORDER BY c.id) FILTER (WHERE c.id IS NOT NULL), "
-            "'{}') FROM rag_documents d LEFT JOIN rag_chunks c ON c.doc_id = d.id GROUP BY d.id").fetchall()
-        self.docs = {r[0]: DocRecord(id=r[0], source=r[1], chars=r[2], chunk_ids=list(r[3])) for r in rows}
+            "'{}'), d.content_hash FROM rag_documents d LEFT JOIN rag_chunks c ON c.doc_id = d.id GROUP BY d.id").fetchall()
+        self.docs = {r[0]: DocRecord(id=r[0], source=r[1], chars=r[2], chunk_ids=list(r[3]), content_hash=r[4])
+                     for r in rows}
         self._by_source = {d.source: d.id for d in self.docs.values()}
         self.chunks.reset(sum(len(d.chunk_ids) for d in self.docs.values()))
 
@@ -246,6 +248,29 @@ class PgStore:
             del self._by_source[record.source]
         self.chunks.removed(record.chunk_ids)
         return record
+
+    def set_content_hash(self, doc_id: str, digest: str) -> None:
+        """Keep the SHA-256 of a document's file, so RAG.sync can re-key it when it moves (rag/store/moves.py)."""
+        self._need_tx("set_content_hash")
+        self.conn.execute("UPDATE rag_documents SET content_hash = %s WHERE id = %s", (digest, doc_id))
+        self.docs[doc_id].content_hash = digest
+
+    def rekey(self, old_id: str, new_id: str, new_source: str) -> DocRecord:
+        """A moved document's new id and source, on its row and its chunks' rows; chunk ids and vectors kept."""
+        self._need_tx("rekey")
+        record = self.docs[old_id]
+        self.conn.execute("INSERT INTO rag_documents (id, source, chars, words, content_hash) "
+                          "SELECT %s, %s, chars, words, content_hash FROM rag_documents WHERE id = %s",
+                          (new_id, new_source, old_id))
+        self.conn.execute("UPDATE rag_chunks SET doc_id = %s, source = %s WHERE doc_id = %s", (new_id, new_source, old_id))
+        self.conn.execute("DELETE FROM rag_documents WHERE id = %s", (old_id,))
+        moved = self.docs[new_id] = DocRecord(new_id, new_source, record.chars, list(record.chunk_ids), record.content_hash)
+        del self.docs[old_id]
+        if self._by_source.get(record.source) == old_id:
+            del self._by_source[record.source]
+        self._by_source[new_source] = new_id
+        self.chunks.reset(len(self.chunks))  # cached chunks carry the old source
+        return moved
 
     def doc_for_source(self, source: str) -> str | None:
         return self._by_source.get(source)
@@ -401,6 +426,8 @@ def _create_tables(conn, dim: int) -> None:
     dim = row[0] if row else dim  # an existing index keeps its dimension; connect() compares the stamp
     conn.execute("""CREATE TABLE IF NOT EXISTS rag_documents (
         id text PRIMARY KEY, source text NOT NULL UNIQUE, chars int NOT NULL, words int NOT NULL)""")
+    # content_hash (SHA-256 of the file, for RAG.sync's moves): added to tables made before it, "" there
+    conn.execute("ALTER TABLE rag_documents ADD COLUMN IF NOT EXISTS content_hash text NOT NULL DEFAULT ''")
     conn.execute(f"""CREATE TABLE IF NOT EXISTS rag_chunks (
         id bigint PRIMARY KEY, doc_id text NOT NULL REFERENCES rag_documents (id) ON DELETE CASCADE,
         source text NOT NULL, text text NOT NULL, start_char int NOT NULL, end_char int NOT NULL, page int,
