@@ -118,12 +118,23 @@ def result(text: str) -> dict:
             "data": {"text/plain": [text], "image/png": "iVBORw0KGgo="}}
 
 
-def build_mixed_corpus(folder: str | Path) -> dict[str, Path]:
-    """One file per new format, each with a few distinctive facts that tests/data/mixed_testset.jsonl
-    asks about (where each answer is: MIXED_LOCATIONS). Returns the files by extension."""
+def build_mixed_corpus(folder: str | Path, scanned: bool = True) -> dict[str, Path]:
+    """One file per new format, and a PDF with a text layer and a scanned one (OCR), each with a few
+    distinctive facts that tests/data/mixed_testset.jsonl asks about (where each answer is:
+    MIXED_LOCATIONS). Returns the files by extension (".scan.pdf" for the scan). `scanned=False` leaves
+    the scan out (fast unit tests: OCR is a real model)."""
+    from tests.filemakers import make_scanned_pdf, make_text_pdf
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    return {
+    pdfs = {".pdf": make_text_pdf(folder / "tide-tables.pdf", [
+        ["Tide tables of the Solent, spring edition."],
+        ["High water at Cowes on 3 June is at 06:42.", "Low water follows at 12:58."]])}
+    if scanned:
+        pdfs[".scan.pdf"] = make_scanned_pdf(folder / "harbour-log.pdf", [
+            ["Harbour master's log of Quillon Bay, autumn season."],
+            ["The dredger Albatross cleared the north channel.", "The work took eleven days."]])
+    return pdfs | {
         ".pptx": make_pptx(folder / "heron-roadmap.pptx", [
             ("Project Heron", "Quarterly roadmap review for the steering group"),
             ("Pilot launch", "The Heron prototype ships to pilot customers in Lisbon in September."),
@@ -166,4 +177,13 @@ MIXED_LOCATIONS = {
     "m08": ("offsite.eml", 'e-mail "Spring offsite moved" from Dana Whitfield <dana@example.com>, 2024-03-05'),
     "m09": ("churn-analysis.ipynb", "cell 1"),
     "m10": ("churn-analysis.ipynb", "cell 2"),
+    "m14": ("tide-tables.pdf", "page 2"),  # a PDF's citation has no location but its page
+    "m15": ("harbour-log.pdf", "page 2"),  # scanned: text from OCR
 }
+
+
+def cited_at(citation: dict, name: str, location: str) -> bool:
+    """Whether a citation (Citation.to_json, or an eval item's) points at `name` and `location`; a PDF's
+    location is its page ("page 2")."""
+    where = citation.get("location") or (f"page {citation['page']}" if citation.get("page") else None)
+    return Path(citation["source"]).name == name and where == location

@@ -127,7 +127,7 @@ def score_item(item: TestItem, answer: Answer) -> ItemResult:
         for c in answer.citations
     ]
     retrieved = [
-        {"rank": rank, "source": short_source(p.chunk.source), "location": p.chunk.location,
+        {"rank": rank, "source": short_source(p.chunk.source), "page": p.chunk.page, "location": p.chunk.location,
          "start": p.start, "end": p.end,
          "score": round(float(p.score), 4), "supports": M.text_contains(p.text, gold)}
         for rank, p in enumerate(answer.passages, start=1)
