@@ -123,7 +123,7 @@ def score_item(item: TestItem, answer: Answer) -> ItemResult:
     gold = item.gold
     citations = [
         {"n": c.n, "source": short_source(c.source), "page": c.page, "location": c.location, "start": c.start, "end": c.end,
-         "score": round(float(c.score), 4), "supports": M.text_contains(c.text, gold)}
+         "score": round(float(c.score), 4), "ocr": c.ocr, "supports": M.text_contains(c.text, gold)}
         for c in answer.citations
     ]
     retrieved = [
