@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     # document.xml is ~30 MB. 100x is Apache POI's ZipSecureFile default; Word's own XML compresses ~5-15x.
     max_unzipped_mb: int = Field(100, ge=1, le=10_000)
     max_zip_ratio: float = Field(100.0, ge=2.0, le=100_000.0)
+    # `rag ingest --ray ADDRESS`: load, chunk and embed on the workers of a Ray cluster (host:port of its
+    # head, ray://host:port, or auto); this process still writes the index (rag/ingest/distributed.py).
+    ray_address: str | None = None
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -162,6 +165,18 @@ class Settings(BaseSettings):
             return value
         raise ValueError(f"model={value!r} is not known; use one of {', '.join(BUNDLED_MODELS)}, "
                          "a path to a .gguf file, or an http(s) URL of an OpenAI-compatible server")
+
+    @field_validator("ray_address")
+    @classmethod
+    def _ray_address(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        host, _, port = value.removeprefix("ray://").rpartition(":")
+        if value == "auto" or (host and port.isdigit() and 0 < int(port) < 65536):
+            return value
+        raise ValueError(f"ray_address={value!r} is not a Ray address; use host:port (the head's GCS port, "
+                         "6379 by default), ray://host:port, or auto")
 
     @field_validator("index_dir", "cache_dir")
     @classmethod

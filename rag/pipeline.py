@@ -30,9 +30,11 @@ from rag.answer.retrieval import (
 )
 from rag.answer.scope import Scope, resolve_scope
 from rag.config import DEFAULT_INDEX_DIR, SEEDS_DIR, Settings
-from rag.errors import ConfigError, InputError, LoadError
+from rag.errors import ConfigError, InputError
 from rag.ingest import loading
 from rag.ingest.chunking import SentenceChunker
+from rag.ingest.distributed import executor_for
+from rag.ingest.executors import IngestExecutor
 from rag.models.embedding import Embedder, build_embedder
 from rag.store.faiss_index import IndexStore
 from rag.types import (
@@ -74,6 +76,7 @@ class RAG:
         self.corpus = (WholeCorpus(store, embedder, settings.corpus_max_words)
                        if settings.context in ("auto", "corpus") else None)
         self.semantic = SemanticSupport(embedder) if settings.support == "embedding" else None
+        self.executor: IngestExecutor = executor_for(settings)  # load+chunk(+embed): here, or on Ray
         self._llm = llm
         self._probe_for: LLM | None = None
         self._probe_obj = None
@@ -103,7 +106,8 @@ class RAG:
 
     # -- ingest -------------------------------------------------------------------------------
     def add(self, paths: Iterable[str | Path], *, progress: bool = False, only_supported: bool = False,
-            on_event: Callable[[IngestEvent], None] | None = None) -> IngestReport:
+            on_event: Callable[[IngestEvent], None] | None = None,
+            executor: IngestExecutor | None = None) -> IngestReport:
         """Index files and folders. Bad files are reported and skipped. The index is saved after every
         embedding batch (~EMBED_BATCH_CHUNKS chunks), and the files already read are saved before a Ctrl-C
         or a crash while reading a file goes on up, so a late failure keeps the files before it.
@@ -112,7 +116,9 @@ class RAG:
         Loading, chunking and embedding (~99% of the time) happen outside the directory lock, so another
         process's save is not held up by our model; only applying a batch and saving hold it, on the
         latest generation on disk (IndexStore.writing). Chunk ids are handed out then, under the lock:
-        ids reserved earlier could have been used meanwhile by another process."""
+        ids reserved earlier could have been used meanwhile by another process. Loading and chunking
+        (and embedding, if it does) are the `executor`'s (default `self.executor`: local, or Ray when
+        `ray_address` is set); this process stays the one writer either way."""
         report = IngestReport()
         files = list(loading.discover(paths))
         if only_supported:
@@ -150,49 +156,54 @@ class RAG:
 
         with self._write_lock:
             self._sync()  # what other processes saved counts as unchanged too
-            pending: list[tuple[Document, list[Chunk]]] = []
+            pending: list[tuple[Document, list[Chunk], np.ndarray | None]] = []
             seen: set[str] = set()
-            for path in files:
-                tell("reading", str(path))
-                try:
-                    doc = loading.load(path, limits)
+            prepared = (executor or self.executor).prepare(files, limits, self.chunker, self.store.docs,
+                                                           self.settings.max_file_chunks)
+            try:
+                for path in files:
+                    tell("reading", str(path))
+                    try:
+                        item = next(prepared)  # chunk ids 0..n-1 until _apply numbers them
+                    except BaseException:  # Ctrl-C or a crash on this file: keep the files read before it
+                        flush()
+                        raise
+                    if item.failure is not None:
+                        fail(item.failure.path, item.failure.reason)
+                        continue
+                    doc = item.doc
+                    assert doc is not None
                     if doc.id in self.store.docs or doc.id in seen:
                         report.unchanged.append(doc.id)
                         done += 1
                         tell("unchanged", str(path))
                         continue
-                    chunks = self.chunker.split(doc)  # ids 0..n-1 until _apply numbers them
-                except LoadError as exc:
-                    fail(exc.path, exc.reason)
-                    continue
-                except BaseException:  # Ctrl-C or a crash on this file: keep the files read before it
-                    flush()
-                    raise
-                if len(chunks) > self.settings.max_file_chunks:
-                    fail(str(path), f"splits into {len(chunks):,} chunks, more than the "
-                                    f"{self.settings.max_file_chunks:,} limit (setting max_file_chunks)")
-                    continue
-                seen.add(doc.id)
-                pending.append((doc, chunks))
-                if sum(len(c) for _, c in pending) >= EMBED_BATCH_CHUNKS:
-                    flush()
-            flush()
+                    seen.add(doc.id)
+                    pending.append((doc, list(item.chunks), item.vectors))
+                    if sum(len(c) for _, c, _ in pending) >= EMBED_BATCH_CHUNKS:
+                        flush()
+                flush()
+            finally:
+                getattr(prepared, "close", lambda: None)()  # a distributed executor frees its workers
             if not IndexStore.exists(self.store.directory):
                 with self.store.writing():
                     self.store.save()
         return report
 
-    def _embed(self, pending: list[tuple[Document, list[Chunk]]], progress: bool
+    def _embed(self, pending: list[tuple[Document, list[Chunk], np.ndarray | None]], progress: bool
                ) -> list[tuple[Document, list[Chunk], np.ndarray]]:
         """Embed the chunks of several files in one call (the model is ~99% of ingest time and works
-        best on full, length-sorted batches). Empties `pending`."""
+        best on full, length-sorted batches); files the executor embedded keep their vectors. Empties `pending`."""
         if not pending:
             return []
-        vectors = self.embedder.embed([c.text for _, chunks in pending for c in chunks], progress=progress)
+        texts = [c.text for _, chunks, given in pending if given is None for c in chunks]
+        vectors = self.embedder.embed(texts, progress=progress) if any(g is None for *_, g in pending) else None
         out, at = [], 0
-        for doc, chunks in pending:
-            out.append((doc, chunks, vectors[at:at + len(chunks)]))
-            at += len(chunks)
+        for doc, chunks, given in pending:
+            if given is None:
+                given = vectors[at:at + len(chunks)]
+                at += len(chunks)
+            out.append((doc, chunks, given))
         pending.clear()
         return out
 

@@ -25,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = with_index(sub.add_parser("ingest", help="add files or folders to the index"))
     p.add_argument("paths", nargs="+")
+    p.add_argument("--ray", metavar="ADDRESS", dest="ray_address",
+                   help="load, chunk and embed on the Ray cluster at ADDRESS (host:port of its head, or auto); "
+                        "default: $RAG_RAY_ADDRESS, else here")
     p = with_index(sub.add_parser("ask", help="ask a question"))
     p.add_argument("question")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(with_default_subcommand(sys.argv[1:] if argv is None else list(argv)))
     try:
         settings = Settings.load(args.config, model=getattr(args, "model", None), top_k=getattr(args, "top_k", None),
-                                 index_dir=getattr(args, "index", None))
+                                 index_dir=getattr(args, "index", None), ray_address=getattr(args, "ray_address", None))
         return COMMANDS[args.command](args, settings)
     except RagError as exc:
         print(f"error: {exc}", file=sys.stderr)
