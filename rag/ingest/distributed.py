@@ -106,14 +106,16 @@ class RayExecutor:
     """Load, chunk and embed on a Ray cluster's workers; results in file order (see the module doc)."""
 
     def __init__(self, address: str, settings: "Settings", *, workers: int | None = None,
-                 max_restarts: int = 3, max_task_retries: int = 3) -> None:
+                 group_size: int = GROUP_FILES, max_restarts: int = 3, max_task_retries: int = 3) -> None:
         self.address = address
-        self.workers = workers
+        self.workers = workers  # actors; default one per CPU of the cluster
+        self.group_size = group_size
         self.max_restarts = max_restarts
         self.max_task_retries = max_task_retries
         # One torch thread per actor (one actor per CPU); the rest of the embedder settings as given.
         self.worker_settings = settings.with_(threads=1)
-        self.worker_pids: list[int] = []  # of the actors of the current job (tests kill one)
+        self.worker_pids: list[int] = []  # the actors' processes as the job starts (a test kills one)
+        self.final_pids: list[int] = []  # ... and as it ends (a restarted actor has a new one)
 
     def connect(self) -> Any:
         ray = import_ray()
@@ -130,7 +132,7 @@ class RayExecutor:
     def prepare(self, files: Sequence[Path], limits: loading.Limits, chunker: SentenceChunker,
                 known: Container[str], max_chunks: int) -> Iterator[PreparedFile]:
         ray = self.connect()
-        groups = group_files(files)
+        groups = group_files(files, max_files=self.group_size)
         if not groups:
             return
         count = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -163,6 +165,8 @@ class RayExecutor:
                     raise ClusterError(f"the Ray cluster at {self.address} lost a group of files after "
                                        f"{self.max_task_retries} retries: {str(exc).splitlines()[0]}") from None
                 submit()
+                if not queue:  # the last group is in (RAG.add stops asking after the last file)
+                    self.final_pids = [pid for _, _, pid in ray.get([a.identity.remote() for a in actors])]
                 yield from results
         finally:
             for a in actors:
