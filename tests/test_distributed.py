@@ -149,10 +149,12 @@ def test_ray_ingest_equals_a_local_ingest(ray_cluster, corpus, tmp_path, real_em
     assert sorted((f.path, f.reason) for f in report.failed) == local_failed
     assert len(report.added) == 13 and len(set(distributed.executor.final_pids)) == 2
     _same(local, _snapshot(distributed))
-    reopened = RAG.open(settings=settings, embedder=real_embedder, seed=False)  # what was saved
-    _same(local, _snapshot(reopened))
-    again = reopened.add([docs])  # unchanged files are skipped
+    _same(local, _snapshot(RAG.open(settings=settings, embedder=real_embedder, seed=False)))  # what was saved
+    pids = distributed.executor.final_pids
+    again = distributed.add([docs])  # unchanged files are skipped, by the same actors (MiniLM loaded once)
     assert len(again.unchanged) == 13 and not again.added and len(again.failed) == 1
+    assert distributed.executor.final_pids == pids
+    distributed.executor.close()
 
 
 def test_a_worker_killed_mid_job_still_ends_in_a_complete_index(ray_cluster, corpus, tmp_path, real_embedder):
@@ -169,7 +171,10 @@ def test_a_worker_killed_mid_job_still_ends_in_a_complete_index(ray_cluster, cor
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
 
-    report = distributed.add([docs], on_event=kill_a_worker, executor=executor)
+    try:
+        report = distributed.add([docs], on_event=kill_a_worker, executor=executor)
+    finally:
+        executor.close()
     assert killed and executor.final_pids[1] != killed[0]  # Ray restarted the actor and retried its groups
     assert sorted((f.path, f.reason) for f in report.failed) == local_failed
     assert len(report.added) == 13

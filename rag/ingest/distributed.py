@@ -116,6 +116,23 @@ class RayExecutor:
         self.worker_settings = settings.with_(threads=1)
         self.worker_pids: list[int] = []  # the actors' processes as the job starts (a test kills one)
         self.final_pids: list[int] = []  # ... and as it ends (a restarted actor has a new one)
+        self._actors: list[Any] | None = None  # kept for the next call; they end with this process
+
+    def _start(self, ray: Any) -> list[Any]:
+        if self._actors is None:
+            count = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+            actor = ray.remote(num_cpus=1, max_restarts=self.max_restarts,
+                               max_task_retries=self.max_task_retries)(IngestWorker)
+            self._actors = [actor.remote(self.worker_settings) for _ in range(count)]
+        return self._actors
+
+    def close(self) -> None:
+        """Stop the actors (they also end when this process disconnects from the cluster)."""
+        if self._actors is not None:
+            ray = import_ray()
+            for a in self._actors:
+                ray.kill(a)
+            self._actors = None
 
     def connect(self) -> Any:
         ray = import_ray()
@@ -135,11 +152,9 @@ class RayExecutor:
         groups = group_files(files, max_files=self.group_size)
         if not groups:
             return
-        count = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        count = min(count, len(groups))
-        actor = ray.remote(num_cpus=1, max_restarts=self.max_restarts,
-                           max_task_retries=self.max_task_retries)(IngestWorker)
-        actors = [actor.remote(self.worker_settings) for _ in range(count)]
+        actors = self._start(ray)
+        count = len(actors)
+        finished = False
         try:
             names = ray.get([a.identity.remote() for a in actors])
             self.worker_pids = [pid for _, _, pid in names]
@@ -167,11 +182,11 @@ class RayExecutor:
                 submit()
                 if not queue:  # the last group is in (RAG.add stops asking after the last file)
                     self.final_pids = [pid for _, _, pid in ray.get([a.identity.remote() for a in actors])]
+                    finished = True
                 yield from results
         finally:
-            for a in actors:
-                ray.kill(a)
-            self.worker_pids = []
+            if not finished:  # an error or Ctrl-C: drop the actors with the groups still queued on them
+                self.close()
 
 
 def executor_for(settings: "Settings") -> IngestExecutor:
