@@ -24,6 +24,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster: no ~/.ray/auth_token
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, load_average, log, machine, table  # noqa: E402

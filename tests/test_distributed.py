@@ -55,6 +55,10 @@ def _ours(token: str) -> list[psutil.Process]:
 def ray_cluster():
     temp = tempfile.mkdtemp(prefix="rgray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     port, token = _free_port(), uuid.uuid4().hex
+    # No token auth on this throwaway local cluster, for its nodes and for this driver alike: a
+    # ~/.ray/auth_token (which a local `ray.init()` writes) would otherwise put the nodes in token mode.
+    saved_auth = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     env = {**os.environ, TOKEN_VAR: token, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     ray_bin = str(Path(sys.executable).with_name("ray"))
@@ -96,6 +100,10 @@ def ray_cluster():
             proc.kill()
         psutil.wait_procs(leftovers, timeout=10)
         shutil.rmtree(temp, ignore_errors=True)
+        if saved_auth is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved_auth
 
 
 def _corpus(root: Path, files: int) -> Path:
