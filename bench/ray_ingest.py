@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -114,6 +115,7 @@ def main() -> None:
     text = table(["path", "runs", "median s", "chunks/s", "time / local"], rows)
     emit(f"{files} files, {chunks} chunks\n{text}", result, args.json, load_before)
     ray.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
