@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     # extra (pdfium is not opened); a full scanned page took 28 s on the shared, loaded 2 cores (a short
     # one ~1.5 s; docs/performance.md, "OCR"), and without OCR a scanned PDF indexes nothing.
     ocr: bool = True
+    # `rag ingest --ray ADDRESS`: load, chunk and embed on the workers of a Ray cluster (host:port of its
+    # head, ray://host:port, or auto); this process still writes the index (rag/ingest/distributed.py).
+    ray_address: str | None = None
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -212,6 +215,18 @@ class Settings(BaseSettings):
             raise ValueError(f"store={value!r} is not a PostgreSQL URI; use postgresql://user@host:5432/db "
                              "(PostgreSQL with pgvector), or empty for the FAISS index in index_dir")
         return value
+
+    @field_validator("ray_address")
+    @classmethod
+    def _ray_address(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        host, _, port = value.removeprefix("ray://").rpartition(":")
+        if value == "auto" or (host and port.isdigit() and 0 < int(port) < 65536):
+            return value
+        raise ValueError(f"ray_address={value!r} is not a Ray address; use host:port (the head's GCS port, "
+                         "6379 by default), ray://host:port, or auto")
 
     @field_validator("index_dir", "cache_dir", "collections_dir")
     @classmethod

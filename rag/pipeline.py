@@ -30,12 +30,14 @@ from rag.answer.retrieval import (
 )
 from rag.answer.scope import Scope, resolve_scope
 from rag.config import DEFAULT_INDEX_DIR, SEEDS_DIR, Settings
-from rag.errors import ConfigError, InputError, LoadError
+from rag.errors import ConfigError, InputError
 from rag.ingest import loading
 from rag.ingest.chunking import SentenceChunker
 from rag.ingest.folders import file_hashes
 from rag.ingest.folders import scan as folders_scan
 from rag.ingest.ocr import OcrEngine
+from rag.ingest.distributed import executor_for
+from rag.ingest.executors import IngestExecutor
 from rag.models.embedding import Embedder, build_embedder
 from rag.store import moves
 from rag.store.faiss_index import IndexStore
@@ -93,6 +95,7 @@ class RAG:
         self._load_lock = threading.Lock()
         # its models load on the first scanned page; pages read are kept for the UI's page view
         self.ocr = OcrEngine(cache_dir=settings.cache_dir / "ocr") if settings.ocr else None
+        self.executor: IngestExecutor = executor_for(settings, self.ocr)  # load+chunk(+embed): here, or on Ray
 
     @classmethod
     def open(cls, index_dir: str | Path | None = None, settings: Settings | None = None, *,
@@ -126,7 +129,8 @@ class RAG:
 
     # -- ingest -------------------------------------------------------------------------------
     def add(self, paths: Iterable[str | Path], *, progress: bool = False, only_supported: bool = False,
-            on_event: Callable[[IngestEvent], None] | None = None) -> IngestReport:
+            on_event: Callable[[IngestEvent], None] | None = None,
+            executor: IngestExecutor | None = None) -> IngestReport:
         """Index files and folders. Bad files are reported and skipped. The index is saved after every
         embedding batch (~EMBED_BATCH_CHUNKS chunks), and the files already read are saved before a Ctrl-C
         or a crash while reading a file goes on up, so a late failure keeps the files before it.
@@ -135,11 +139,15 @@ class RAG:
         Loading, chunking and embedding (~99% of the time) happen outside the directory lock, so another
         process's save is not held up by our model; only applying a batch and saving hold it, on the
         latest generation on disk (IndexStore.writing). Chunk ids are handed out then, under the lock:
-        ids reserved earlier could have been used meanwhile by another process."""
-        return self._add_files(list(loading.discover(paths)), IngestReport(), progress, only_supported, on_event)
+        ids reserved earlier could have been used meanwhile by another process. Loading and chunking
+        (and embedding, if it does) are the `executor`'s (default `self.executor`: local, or Ray when
+        `ray_address` is set); this process stays the one writer either way."""
+        return self._add_files(list(loading.discover(paths)), IngestReport(), progress, only_supported, on_event,
+                               executor)
 
     def _add_files(self, files: list[Path], report: IngestReport, progress: bool, only_supported: bool,
-                   on_event: Callable[[IngestEvent], None] | None) -> IngestReport:
+                   on_event: Callable[[IngestEvent], None] | None,
+                   executor: IngestExecutor | None = None) -> IngestReport:
         """RAG.add on files already found (a file gone meanwhile is named as failed, not an InputError)."""
         if only_supported:
             files = [f for f in files if f.suffix.lower() in loading.SUPPORTED_EXTENSIONS]
@@ -176,33 +184,35 @@ class RAG:
 
         with self._write_lock:
             self._sync()  # what other processes saved counts as unchanged too
-            pending: list[tuple[Document, list[Chunk]]] = []
+            pending: list[tuple[Document, list[Chunk], np.ndarray | None]] = []
             seen: set[str] = set()
-            for path in files:
-                tell("reading", str(path))
-                try:
-                    doc = loading.load(path, limits, self.ocr)
+            prepared = (executor or self.executor).prepare(files, limits, self.chunker, self.store.docs,
+                                                           self.settings.max_file_chunks)
+            try:
+                for path in files:
+                    tell("reading", str(path))
+                    try:
+                        item = next(prepared)  # chunk ids 0..n-1 until _apply numbers them
+                    except BaseException:  # Ctrl-C or a crash on this file: keep the files read before it
+                        flush()
+                        raise
+                    if item.failure is not None:
+                        fail(item.failure.path, item.failure.reason)
+                        continue
+                    doc = item.doc
+                    assert doc is not None
                     if doc.id in self.store.docs or doc.id in seen:
                         report.unchanged.append(doc.id)
                         done += 1
                         tell("unchanged", str(path))
                         continue
-                    chunks = self.chunker.split(doc)  # ids 0..n-1 until _apply numbers them
-                except LoadError as exc:
-                    fail(exc.path, exc.reason)
-                    continue
-                except BaseException:  # Ctrl-C or a crash on this file: keep the files read before it
-                    flush()
-                    raise
-                if len(chunks) > self.settings.max_file_chunks:
-                    fail(str(path), f"splits into {len(chunks):,} chunks, more than the "
-                                    f"{self.settings.max_file_chunks:,} limit (setting max_file_chunks)")
-                    continue
-                seen.add(doc.id)
-                pending.append((doc, chunks))
-                if sum(len(c) for _, c in pending) >= EMBED_BATCH_CHUNKS:
-                    flush()
-            flush()
+                    seen.add(doc.id)
+                    pending.append((doc, list(item.chunks), item.vectors))
+                    if sum(len(c) for _, c, _ in pending) >= EMBED_BATCH_CHUNKS:
+                        flush()
+                flush()
+            finally:
+                getattr(prepared, "close", lambda: None)()  # a distributed executor frees its workers
             if not self.store.persisted:
                 with self.store.writing():
                     self.store.save()
@@ -243,17 +253,20 @@ class RAG:
         report.unchanged = [i for i in report.unchanged if i not in kept]
         return report
 
-    def _embed(self, pending: list[tuple[Document, list[Chunk]]], progress: bool
+    def _embed(self, pending: list[tuple[Document, list[Chunk], np.ndarray | None]], progress: bool
                ) -> list[tuple[Document, list[Chunk], np.ndarray]]:
         """Embed the chunks of several files in one call (the model is ~99% of ingest time and works
-        best on full, length-sorted batches). Empties `pending`."""
+        best on full, length-sorted batches); files the executor embedded keep their vectors. Empties `pending`."""
         if not pending:
             return []
-        vectors = self.embedder.embed([c.text for _, chunks in pending for c in chunks], progress=progress)
+        texts = [c.text for _, chunks, given in pending if given is None for c in chunks]
+        vectors = self.embedder.embed(texts, progress=progress) if any(g is None for *_, g in pending) else None
         out, at = [], 0
-        for doc, chunks in pending:
-            out.append((doc, chunks, vectors[at:at + len(chunks)]))
-            at += len(chunks)
+        for doc, chunks, given in pending:
+            if given is None:
+                given = vectors[at:at + len(chunks)]
+                at += len(chunks)
+            out.append((doc, chunks, given))
         pending.clear()
         return out
 

@@ -183,6 +183,19 @@ class IngestEvent:
     previous: str = ""  # moved: the path the document had before
 
 
+@dataclass(frozen=True)
+class PreparedFile:
+    """One file after an ingest executor's load+chunk(+embed) step (rag/ingest/executors.py), in file
+    order: `doc` with its `chunks` (ids 0..n-1 until RAG.add numbers them) and their `vectors` if the
+    executor embedded them (None: RAG.add embeds them), or `failure`. No chunks for a known document."""
+
+    path: str
+    doc: Document | None = None
+    chunks: tuple[Chunk, ...] = ()
+    vectors: Any = None  # np.ndarray (len(chunks), dim) float32, or None
+    failure: FileFailure | None = None
+
+
 @dataclass
 class IngestReport:
     """What `RAG.add` did: ids added/replaced/unchanged, and every file it had to skip, with why."""

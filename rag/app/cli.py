@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = with_index(sub.add_parser("ingest", help="add files or folders to the index"))
     p.add_argument("paths", nargs="+")
+    p.add_argument("--ray", metavar="ADDRESS", dest="ray_address",
+                   help="load, chunk and embed on the Ray cluster at ADDRESS (host:port of its head, or auto); "
+                        "default: $RAG_RAY_ADDRESS, else here")
     p = with_index(sub.add_parser("sync", help="make the index match folders: add new and changed files, "
                                                "remove the documents of deleted files, re-key moved ones"))
     p.add_argument("folders", nargs="+")
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(with_default_subcommand(sys.argv[1:] if argv is None else list(argv)))
     try:
         settings = Settings.load(args.config, model=getattr(args, "model", None), top_k=getattr(args, "top_k", None),
-                                 index_dir=getattr(args, "index", None))
+                                 index_dir=getattr(args, "index", None), ray_address=getattr(args, "ray_address", None))
         if getattr(args, "collection", None) is not None and args.command != "serve":
             settings = _use_collection(settings, args)
         return COMMANDS[args.command](args, settings)

@@ -1,0 +1,152 @@
+"""The pluggable load+chunk(+embed) step of RAG.add, without a cluster (fakes only).
+
+`GroupedExecutor` does in this process what a Ray worker does (rag/ingest/distributed.py: groups of
+files, each loaded, chunked and embedded in one call), so these tests pin down that RAG.add commits the
+same index from a distributed executor's results as from its own local step. The real cluster is in
+tests/test_distributed.py."""
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.app import cli
+from rag.errors import ConfigError
+from rag.ingest.distributed import RayExecutor, check_reachable, group_files
+from rag.ingest.executors import prepare_and_embed
+from rag.pipeline import RAG
+from rag.testing import FakeEmbedder
+from tests.conftest import SEED_ARTICLE
+
+
+class GroupedExecutor:
+    """A distributed executor's contract, in process: groups of files prepared and embedded by their own
+    embedder, yielded in file order."""
+
+    def __init__(self, embedder, group: int = 3) -> None:
+        self.embedder, self.group = embedder, group
+
+    def prepare(self, files, limits, chunker, known, max_chunks):
+        for group in group_files(files, max_files=self.group):
+            yield from prepare_and_embed(group, limits, chunker, frozenset(known), max_chunks, self.embedder)
+
+
+def _corpus(root: Path) -> Path:
+    docs = root / "docs"
+    docs.mkdir()
+    (docs / "seed.txt").write_text(SEED_ARTICLE.read_text(encoding="utf-8"))
+    for i in range(7):
+        (docs / f"note{i}.md").write_text(" ".join(f"Note {i} sentence {j} says crane {i * j} flew north." for j in range(40 * (i + 1))))
+    (docs / "bad.pdf").write_bytes(b"%PDF-1.4 not really a pdf")
+    (docs / "empty.txt").write_text("")
+    (docs / "copy.txt").write_text((docs / "note1.md").read_text())  # same text, another path: its own document
+    return docs
+
+
+def _snapshot(rag: RAG) -> dict:
+    store = rag.store
+    ids = sorted(store.chunks)
+    return {
+        "docs": sorted((d.id, Path(d.source).name, d.chunks, d.chars) for d in store.documents()),
+        "chunks": [(c.id, c.doc_id, c.text, c.start, c.end, c.page) for c in (store.chunks[i] for i in ids)],
+        "vectors": store.vectors(ids),
+    }
+
+
+def test_a_grouped_executor_commits_the_same_index_as_the_local_step(make_rag, tmp_path):
+    docs = _corpus(tmp_path)
+    local = make_rag(index_dir=tmp_path / "local", max_file_chunks=15)
+    local_events: list = []
+    local_report = local.add([docs], on_event=local_events.append)
+
+    driver_embedder, worker_embedder = FakeEmbedder(), FakeEmbedder()
+    remote = make_rag(index_dir=tmp_path / "remote", max_file_chunks=15, embedder=driver_embedder)
+    remote_events: list = []
+    remote_report = remote.add([docs], on_event=remote_events.append, executor=GroupedExecutor(worker_embedder))
+
+    assert worker_embedder.calls and not driver_embedder.calls  # the driver only wrote what workers embedded
+    a, b = _snapshot(local), _snapshot(remote)
+    assert a["docs"] == b["docs"] and len(a["docs"]) == 8  # seed, note0..5, copy
+    assert a["chunks"] == b["chunks"]
+    np.testing.assert_allclose(a["vectors"], b["vectors"], atol=1e-6)
+    assert [(f.path, f.reason) for f in local_report.failed] == [(f.path, f.reason) for f in remote_report.failed]
+    assert sorted(Path(f.path).name for f in remote_report.failed) == ["bad.pdf", "empty.txt", "note6.md"]
+    assert any("max_file_chunks" in f.reason for f in remote_report.failed)
+    strip = lambda evs: [(e.step, Path(e.path).name, e.done, e.total) for e in evs]  # noqa: E731
+    assert strip(local_events) == strip(remote_events)
+
+    calls = len(worker_embedder.calls)
+    again = remote.add([docs], executor=GroupedExecutor(worker_embedder))
+    assert len(again.unchanged) == 8 and not again.added and len(again.failed) == 3
+    assert len(worker_embedder.calls) == calls  # unchanged files are not embedded again
+
+
+def test_known_documents_are_not_chunked_or_embedded_by_workers(tmp_path):
+    docs = _corpus(tmp_path)
+    files = sorted(docs.iterdir())
+    from rag.ingest import loading
+    from rag.ingest.chunking import SentenceChunker
+
+    embedder = FakeEmbedder()
+    first = prepare_and_embed(files, loading.Limits.default(), SentenceChunker(160, 1), frozenset(), 10_000, embedder)
+    known = frozenset(p.doc.id for p in first if p.doc is not None)
+    second = prepare_and_embed(files, loading.Limits.default(), SentenceChunker(160, 1), known, 10_000, embedder)
+    assert all(p.chunks == () and p.vectors is None for p in second if p.doc is not None)
+    assert len(embedder.calls) == 1  # the second pass embedded nothing
+    assert all(p.vectors.shape == (len(p.chunks), embedder.dim) for p in first if p.chunks)
+
+
+def test_group_files_keeps_order_and_bounds_each_group(tmp_path):
+    files = []
+    for i, size in enumerate([10, 10, 300, 10, 10, 10, 10, 500, 10]):
+        path = tmp_path / f"f{i}.txt"
+        path.write_bytes(b"x" * size)
+        files.append(path)
+    files.append(tmp_path / "missing.txt")
+    groups = group_files(files, max_files=3, max_bytes=320)
+    assert [p for g in groups for p in g] == files
+    assert all(1 <= len(g) <= 3 for g in groups)
+    assert [len(g) for g in groups] == [3, 3, 1, 1, 2]  # 10+10+300 fits 320 B; 500 B goes alone
+
+
+def test_ray_address_setting_names_the_valid_forms(settings):
+    assert settings.with_(ray_address="127.0.0.1:6379").ray_address == "127.0.0.1:6379"
+    assert settings.with_(ray_address="ray://head:10001").ray_address == "ray://head:10001"
+    with pytest.raises(ConfigError, match=r"ray_address='head' .*host:port.*ray://host:port.*auto"):
+        settings.with_(ray_address="head")
+
+
+def test_without_ray_installed_the_error_names_the_extra(make_rag, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    rag = make_rag(ray_address="127.0.0.1:6379")
+    with pytest.raises(ConfigError, match=r'needs Ray, which is not installed: pip install -e "\.\[scale\]"'):
+        rag.add([SEED_ARTICLE])
+    assert rag.documents() == []
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_address_is_one_line_naming_it(make_rag, settings):
+    address = f"127.0.0.1:{_closed_port()}"
+    with pytest.raises(ConfigError, match=rf"ray_address='{address}' cannot be reached"):
+        check_reachable(address, timeout=2)
+    rag = make_rag(ray_address=address)
+    assert isinstance(rag.executor, RayExecutor)
+    with pytest.raises(ConfigError, match=address):
+        rag.add([SEED_ARTICLE])
+
+
+def test_cli_ingest_with_an_unreachable_ray_address(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(cli, "_open", lambda s: RAG.open(settings=s, embedder=FakeEmbedder(), seed=False))
+    address = f"127.0.0.1:{_closed_port()}"
+    code = cli.main(["ingest", "--ray", address, str(SEED_ARTICLE), "--index", str(tmp_path / "idx")])
+    err = capsys.readouterr().err.strip()
+    assert code == cli.EXIT_ERROR
+    assert err.startswith("error: ") and address in err and "\n" not in err
