@@ -310,10 +310,11 @@ def test_ui_logins_open_the_api_when_there_is_no_key(make_rag):
     assert client.get("/v1/models", headers={"Authorization": "Bearer alice:pw2"}).status_code == 401
     r = client.get("/v1/models", headers={"Authorization": "Bearer alice:pw:1"})
     assert [m["id"] for m in r.json()["data"]] == ["default", "alice-notes"]
-    # a key, when set, is the only way in
-    keyed = TestClient(build_api(provider, ApiAuth.of("k", logins)))
+    # keys, when set, are the only way in
+    keyed = TestClient(build_api(provider, ApiAuth.of("alice=k", logins)))
     assert keyed.get("/v1/models", headers={"Authorization": "Bearer alice:pw:1"}).status_code == 401
-    assert [m["id"] for m in keyed.get("/v1/models", headers={"Authorization": "Bearer k"}).json()["data"]] == ["default"]
+    r = keyed.get("/v1/models", headers={"Authorization": "Bearer k"})
+    assert [m["id"] for m in r.json()["data"]] == ["default", "alice-notes"]
 
 
 def test_open_api_has_no_user():

@@ -117,3 +117,11 @@ def test_a_key_of_no_user_beside_user_keys_is_refused_at_start():
     with pytest.raises(ConfigError, match=r"^RAG_API_KEY: item 2 of 2 has no user while others do") as err:
         ApiAuth.of("alice=k1,k0", None)
     assert "k0" not in str(err.value)  # keys are never echoed
+
+
+def test_a_key_of_no_user_beside_ui_logins_is_refused_at_start():
+    """RAG_AUTH has users, RAG_API_KEY=k0 has none: k0 would see every user's private collection."""
+    with pytest.raises(ConfigError, match=r"^RAG_API_KEY has a key without a user while RAG_AUTH has logins") as err:
+        ApiAuth.of("k0", [("alice", "pw1"), ("bob", "pw2")])
+    assert "k0" not in str(err.value) and "pw1" not in str(err.value)
+    assert ApiAuth.of("k0", None).user("Bearer k0") is None  # no logins: one user's machine, one key is fine

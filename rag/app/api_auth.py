@@ -63,6 +63,9 @@ class ApiAuth:
     def of(cls, api_key: str | None, logins: list[tuple[str, str]] | None) -> "ApiAuth":
         """RAG_API_KEY wins; else the RAG_AUTH logins as `user:password` tokens; else open."""
         keys = parse_api_keys(api_key)
+        if keys and logins and None in keys.values():  # the UI has users: a key of none would see them all
+            raise ConfigError("RAG_API_KEY has a key without a user while RAG_AUTH has logins; such a key would "
+                              f"see every user's private collection, so give each key a user: {_FORMAT}")
         if keys:
             return cls(keys, "RAG_API_KEY")
         if logins:
