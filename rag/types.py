@@ -6,6 +6,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 
+def _last_at(starts: tuple[tuple[int, Any], ...], offset: int) -> Any:
+    """The value of the last (start, value) pair that starts at or before `offset` (None if none)."""
+    found = None
+    for start, value in starts:
+        if start > offset:
+            break
+        found = value
+    return found
+
+
 @dataclass(frozen=True)
 class Document:
     """A loaded source file. `id` hashes its path and contents (`loading.document_id`): one file, one document."""
@@ -22,20 +32,10 @@ class Document:
     sections: tuple[tuple[int, str], ...] = ()
 
     def section_at(self, offset: int) -> str | None:
-        label = None
-        for start, name in self.sections:
-            if start > offset:
-                break
-            label = name
-        return label
+        return _last_at(self.sections, offset)
 
     def page_at(self, offset: int) -> int | None:
-        page = None
-        for start, number in self.page_starts:
-            if start > offset:
-                break
-            page = number
-        return page
+        return _last_at(self.page_starts, offset)
 
 
 @dataclass(frozen=True)

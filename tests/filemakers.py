@@ -5,26 +5,25 @@ import zipfile
 from pathlib import Path
 
 
-def make_pdf(path: Path, pages: list[str | None]) -> Path:
-    """A valid PDF with one page per entry; None makes a page with no text layer."""
+def _escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+
+def _write_pdf(path: Path, streams: list[bytes]) -> Path:
+    """A valid PDF with one page per content stream, Helvetica as font F1."""
     objects: list[bytes] = []
     kids = []
-    font_id = 3 + 2 * len(pages)
-    for i, text in enumerate(pages):
+    font_id = 3 + 2 * len(streams)
+    for i, stream in enumerate(streams):
         page_id, content_id = 3 + 2 * i, 4 + 2 * i
         kids.append(f"{page_id} 0 R")
-        if text is None:
-            stream = b"0 0 1 rg 10 10 100 100 re f"
-        else:
-            safe = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-            stream = f"BT /F1 12 Tf 72 720 Td ({safe}) Tj ET".encode("latin-1")
         objects.append(
             f"{page_id} 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
             f"/Resources << /Font << /F1 {font_id} 0 R >> >> /Contents {content_id} 0 R >> endobj\n".encode())
         objects.append(f"{content_id} 0 obj << /Length {len(stream)} >> stream\n".encode() + stream + b"\nendstream endobj\n")
     header = [
         b"1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n",
-        f"2 0 obj << /Type /Pages /Kids [{' '.join(kids)}] /Count {len(pages)} >> endobj\n".encode(),
+        f"2 0 obj << /Type /Pages /Kids [{' '.join(kids)}] /Count {len(streams)} >> endobj\n".encode(),
     ]
     font = f"{font_id} 0 obj << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> endobj\n".encode()
     body = header + objects + [font]
@@ -42,6 +41,13 @@ def make_pdf(path: Path, pages: list[str | None]) -> Path:
     return path
 
 
+def make_pdf(path: Path, pages: list[str | None]) -> Path:
+    """A valid PDF with one page per entry; None makes a page with no text layer."""
+    return _write_pdf(path, [b"0 0 1 rg 10 10 100 100 re f" if text is None
+                             else f"BT /F1 12 Tf 72 720 Td ({_escaped(text)}) Tj ET".encode("latin-1")
+                             for text in pages])
+
+
 def make_docx(path: Path, paragraphs: list[str]) -> Path:
     ns = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
     body = "".join(f"<w:p><w:r><w:t>{p}</w:t></w:r></w:p>" for p in paragraphs)
@@ -56,37 +62,9 @@ def make_docx(path: Path, paragraphs: list[str]) -> Path:
 
 def make_text_pdf(path: Path, pages: list[list[str]], size: int = 12) -> Path:
     """A PDF with a real text layer: each page's lines in Helvetica, one under the other from the top."""
-    objects: list[bytes] = []
-    kids = []
-    font_id = 3 + 2 * len(pages)
-    for i, lines in enumerate(pages):
-        page_id, content_id = 3 + 2 * i, 4 + 2 * i
-        kids.append(f"{page_id} 0 R")
-        body = " ".join("(" + line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") + ") Tj T*"
-                        for line in lines)
-        stream = f"BT /F1 {size} Tf {size * 1.5:g} TL 72 720 Td {body} ET".encode("latin-1")
-        objects.append(
-            f"{page_id} 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
-            f"/Resources << /Font << /F1 {font_id} 0 R >> >> /Contents {content_id} 0 R >> endobj\n".encode())
-        objects.append(f"{content_id} 0 obj << /Length {len(stream)} >> stream\n".encode() + stream + b"\nendstream endobj\n")
-    header = [
-        b"1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n",
-        f"2 0 obj << /Type /Pages /Kids [{' '.join(kids)}] /Count {len(pages)} >> endobj\n".encode(),
-    ]
-    font = f"{font_id} 0 obj << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> endobj\n".encode()
-    body_objects = header + objects + [font]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for obj in body_objects:
-        offsets.append(len(out))
-        out += obj
-    xref = len(out)
-    out += f"xref\n0 {len(body_objects) + 1}\n0000000000 65535 f \n".encode()
-    for off in offsets:
-        out += f"{off:010d} 00000 n \n".encode()
-    out += f"trailer << /Size {len(body_objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
-    path.write_bytes(bytes(out))
-    return path
+    return _write_pdf(path, [f"BT /F1 {size} Tf {size * 1.5:g} TL 72 720 Td "
+                             f"{' '.join('(' + _escaped(line) + ') Tj T*' for line in lines)} ET".encode("latin-1")
+                             for lines in pages])
 
 
 SCAN_TOP, SCAN_STEP, SCAN_HEIGHT = 150, 48, 1754  # pixels of a scanned A4 page at 150 dpi
