@@ -165,7 +165,7 @@ class Lookup:
         return np.stack([self.table[t] for t in texts])
 
 
-def pg_bulk_load(store: PgStore, vectors: np.ndarray, texts: list[str], settings: dict) -> dict:
+def pg_bulk_load(store: PgStore, vectors: np.ndarray, texts: list[str], settings: dict, hnsw_with: str) -> dict:
     conn = store.conn
     timings = {}
     defs = [r[0] for r in conn.execute("SELECT indexdef FROM pg_indexes WHERE tablename = 'rag_chunks' "
@@ -190,6 +190,8 @@ def pg_bulk_load(store: PgStore, vectors: np.ndarray, texts: list[str], settings
     timings["copy_s"] = round(time.perf_counter() - t, 1)
     for key, value in settings.items():
         conn.execute(f"SET {key} = '{value}'")
+    if hnsw_with:  # another HNSW build than PgStore's (a what-if; the product builds with pgvector's defaults)
+        defs = [d + f" WITH ({hnsw_with})" if "USING hnsw" in d else d for d in defs]
     for ddl in defs:
         name = re.search(r"INDEX (\S+)", ddl).group(1)
         t = time.perf_counter()
@@ -237,15 +239,16 @@ def run_pg(args, vectors, texts, queries, qtexts, exact) -> dict:
             "SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
         t = time.perf_counter()
         if args.pg_load == "copy":
-            out["bulk"] = pg_bulk_load(store, vectors, texts, settings)
+            out["bulk"] = pg_bulk_load(store, vectors, texts, settings, args.hnsw_with)
         else:
             for key, value in settings.items():
                 store.conn.execute(f"SET {key} = '{value}'")
             secs = pg_batches(store, vectors, texts, 0, len(vectors), "d")
             out["batch_s_p50"] = round(float(np.median(secs)), 3)
         out["build_s"] = round(time.perf_counter() - t, 1)
-        out["settings"] = {**settings, "hnsw_m": 16, "hnsw_ef_construction": 64, "hnsw.ef_search": HNSW_EF_SEARCH,
-                           "note": "m and ef_construction are pgvector's defaults: PgStore's CREATE INDEX sets none"}
+        out["settings"] = {**settings, "hnsw_with": args.hnsw_with or "m = 16, ef_construction = 64",
+                           "hnsw.ef_search": HNSW_EF_SEARCH,
+                           "note": "m 16 and ef_construction 64 are pgvector's defaults: PgStore's CREATE INDEX sets none"}
         out["table_mb"] = round(store.conn.execute("SELECT pg_total_relation_size('rag_chunks')").fetchone()[0] / 2**20)
         out["hnsw_index_mb"] = round(store.conn.execute(
             "SELECT pg_relation_size('rag_chunks_embedding')").fetchone()[0] / 2**20)
@@ -350,6 +353,8 @@ def main() -> None:
     ap.add_argument("--text-queries", type=int, default=200, help="queries for the full-text, hybrid and scoped timings")
     ap.add_argument("--pg-load", choices=["copy", "batches"], default="copy")
     ap.add_argument("--maintenance-work-mem", default="3GB")
+    ap.add_argument("--hnsw-with", default="", help='build the HNSW index WITH these options instead of PgStore\'s '
+                    'defaults, e.g. "m = 16, ef_construction = 128" (copy load only)')
     ap.add_argument("--parallel-workers", type=int, default=1, help="max_parallel_maintenance_workers (HNSW build)")
     ap.add_argument("--ef-search", type=int, nargs="*", default=[40, 200], help="extra hnsw.ef_search values to sweep")
     ap.add_argument("--tail-batches", type=int, default=3, help="256-chunk batches through each store's own path")
