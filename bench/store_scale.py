@@ -41,13 +41,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_average, machine  # noqa: E402
+from _common import load_average, machine
 
-from rag.answer.retrieval import HybridRetriever  # noqa: E402
-from rag.store import index_types  # noqa: E402
-from rag.store.faiss_index import IndexStore  # noqa: E402
-from rag.store.postgres import HNSW_EF_SEARCH, PgStore  # noqa: E402
-from rag.types import Chunk  # noqa: E402
+from rag.answer.retrieval import HybridRetriever
+from rag.store import index_types
+from rag.store.faiss_index import IndexStore
+from rag.store.postgres import HNSW_EF_SEARCH, PgStore
+from rag.types import Chunk
 
 DIM, BATCH, PER_DOC, WORDS = 384, 256, 8, 60
 MODEL = "all-MiniLM-L6-v2"
@@ -254,7 +254,7 @@ def run_pg(args, vectors, texts, queries, qtexts, exact) -> dict:
             "SELECT pg_relation_size('rag_chunks_embedding')").fetchone()[0] / 2**20)
         store.close()
         store = PgStore.connect(uri, MODEL, DIM, WORDS, 0, Path(tempfile.mkdtemp()))
-        search = lambda q: [c.id for c, _ in store.search(q, 10)]  # noqa: E731
+        search = lambda q: [c.id for c, _ in store.search(q, 10)]
         out["dense"] = timed_search(search, queries, exact, vectors)
         plan = store.conn.execute("EXPLAIN (ANALYZE, COSTS) SELECT id FROM rag_chunks ORDER BY embedding <=> %s LIMIT 10",
                                   (queries[0],)).fetchall()
@@ -316,7 +316,7 @@ def run_faiss(args, vectors, texts, queries, exact) -> dict:
         out["settings"] = {"nlist": store.index.nlist, "nprobe": store.index.nprobe,
                            "train_sample": min(len(vectors), index_types.IVF_TRAIN_PER_LIST * store.index.nlist)}
     out["files_mb"] = round(sum(f.stat().st_size for f in directory.iterdir() if f.is_file()) / 2**20)
-    search = lambda q: [c.id for c, _ in store.search(q, 10)]  # noqa: E731
+    search = lambda q: [c.id for c, _ in store.search(q, 10)]
     out["dense"] = timed_search(search, queries, exact, vectors)
     if store.kind == "ivf":
         product = store.index.nprobe
