@@ -33,6 +33,7 @@ import argparse
 import json
 import random
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -347,6 +348,7 @@ def run_faiss(args, vectors, texts, queries, exact) -> dict:
             secs.append(time.perf_counter() - t)
         out["per_batch_at_size"] = {"batches": len(secs), "s_each": [round(s, 2) for s in secs],
                                     "chunks_per_s": round(len(secs) * BATCH / sum(secs), 1)}
+    shutil.rmtree(directory)
     return out
 
 
