@@ -9,6 +9,7 @@ import pytest
 
 from rag.app import cli
 from rag.app.watch import watch
+from rag.errors import RagError
 from rag.ingest import loading
 from rag.pipeline import RAG
 from rag.store.faiss_index import IndexStore
@@ -157,20 +158,28 @@ def test_rag_sync_watch_logs_changes_and_stops_cleanly_on_ctrl_c(fake_open, tmp_
     def indexed() -> set[str]:  # what another process (rag serve) would see
         if not IndexStore.exists(fake_open):
             return set()
-        return {d.source for d in IndexStore.open(fake_open, "fake-embedder", 64).documents()}
+        try:
+            return {d.source for d in IndexStore.open(fake_open, "fake-embedder", 64).documents()}
+        except (RagError, OSError):  # a generation replaced while it was being read: look again
+            return set()
+
+    seen = []
 
     def user():
-        time.sleep(1.0)  # the first sync and the observer start
-        late.write_text(text(3), encoding="utf-8")
-        wait_for(lambda: str(late) in indexed(), timeout=30)
-        time.sleep(0.2)
-        _thread.interrupt_main()  # Ctrl-C
+        try:
+            time.sleep(1.0)  # the first sync and the observer start
+            late.write_text(text(3), encoding="utf-8")
+            seen.append(wait_for(lambda: str(late) in indexed(), timeout=60))
+            time.sleep(0.2)
+        finally:  # whatever happened here, Ctrl-C, so the watch never waits forever
+            _thread.interrupt_main()
 
     helper = threading.Thread(target=user)
     helper.start()
     code = cli.main(["sync", str(folder), "--watch", "--quiet", "0.3", "--index", str(fake_open)])
     helper.join()
     out, err = capsys.readouterr()
+    assert seen == [True], (out, err)  # the watch synced the file made after it started
     assert code == cli.EXIT_OK
     assert [line[9:] for line in out.splitlines()] == [f"added     {late} (1 chunks)"]  # after HH:MM:SS
     assert err.splitlines() == [f"watching {folder}; Ctrl-C to stop",
