@@ -27,7 +27,7 @@ from pathlib import Path
 from llama_index.core.llms import LLM
 
 from rag.config import COLLECTION_NAME, Settings
-from rag.errors import InputError, StoreError
+from rag.errors import ConfigError, InputError, StoreError
 from rag.models.embedding import Embedder, build_embedder
 from rag.pipeline import RAG
 from rag.store.faiss_index import IndexStore
@@ -86,6 +86,10 @@ class Collections:
     # -- where they are -----------------------------------------------------------------------------
     def directory(self, name: str) -> Path:
         name = check_name(name)
+        if name != DEFAULT and self.settings.store:  # a second collection there would share the one index
+            raise ConfigError(f"collection {name!r} needs an index of its own, but the PostgreSQL store holds one "
+                              "index per database (setting store); only 'default' can be used with it, or use "
+                              "the FAISS store (store empty) for collections")
         return Path(self.settings.index_dir) if name == DEFAULT else Path(self.settings.collections_dir) / name
 
     def existing(self) -> list[str]:

@@ -217,3 +217,17 @@ def test_shared_collections_and_admins_from_the_environment(monkeypatch):
     for bad in ("team,private-bob", "a b"):
         with pytest.raises(ConfigError, match=r"shared_collections=.*must match \[A-Za-z0-9\]"):
             Settings(shared_collections=bad)
+
+
+def test_a_postgresql_store_serves_the_default_collection_only(settings):
+    """store=postgresql://... is one index per database: a second collection there would share it (and a
+    user's private collection would be everyone's), so any other name is a ConfigError naming the way out."""
+    collections = Collections(settings.with_(store="postgresql://rag@127.0.0.1:5432/rag"),
+                              embedder=FakeEmbedder(), llm=FakeLLM(["x"]))
+    for name in ("team", private_name("alice")):
+        with pytest.raises(ConfigError, match=r"needs an index of its own, but the PostgreSQL store holds one index "
+                                              r"per database .* or use the FAISS store"):
+            collections.directory(name)
+    with pytest.raises(ConfigError, match="PostgreSQL store"):
+        collections.open(private_name("alice"), "alice")
+    assert collections.directory(DEFAULT) == settings.index_dir  # default is the database's one index
