@@ -1,5 +1,6 @@
 """`rag sync` and `rag sync --watch`: the real watchdog observer, a burst of changes, the log lines, Ctrl-C."""
 import _thread
+import signal
 import threading
 import time
 from collections import Counter
@@ -150,6 +151,16 @@ def test_rag_sync_prints_each_change_and_a_summary(fake_open, tmp_path, capsys):
 
 
 def test_rag_sync_watch_logs_changes_and_stops_cleanly_on_ctrl_c(fake_open, tmp_path, capsys):
+    # Ctrl-C as a terminal sends it: SIGINT raising KeyboardInterrupt. A shell starts background jobs with
+    # SIGINT ignored, and then interrupt_main() does nothing (seen in CI run from a script with `&`).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _watch_and_interrupt(fake_open, tmp_path, capsys)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _watch_and_interrupt(fake_open, tmp_path, capsys):
     folder = (tmp_path / "docs").resolve()
     folder.mkdir()
     late = folder / "late.txt"
