@@ -19,8 +19,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from rag.store.postgres import LOCK_KEY, PgStore  # noqa: E402
-from rag.types import Chunk  # noqa: E402
-from tests.store_worker import EMB, _step, expected_state  # noqa: E402
+from tests.store_worker import EMB, expected_state, save_steps_forever  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -30,20 +29,7 @@ def connect(uri: str) -> PgStore:
 
 
 def saver(uri: str) -> None:
-    store = connect(uri)
-    while True:
-        with store.writing():
-            j = store.manifest.generation + 1
-            for source, texts in _step(j, {d.source: True for d in store.docs.values()}):
-                old = store.doc_for_source(source)
-                if old is not None:
-                    store.remove(old)
-                if texts is not None:
-                    first = store.reserve_ids(len(texts))
-                    chunks = [Chunk(id=first + k, doc_id=f"d{j}-{source}", source=source, text=t, start=0, end=len(t))
-                              for k, t in enumerate(texts)]
-                    store.add(f"d{j}-{source}", source, sum(map(len, texts)), chunks, EMB.embed(texts))
-            store.save()
+    save_steps_forever(connect(uri))
 
 
 def contents(store: PgStore) -> dict[str, list[str]]:

@@ -169,11 +169,15 @@ def _step(j: int, state: dict) -> list[tuple[str, list[str] | None]]:
 
 def kill_saver(index: str) -> None:
     """Save forever, one step per generation, until killed."""
-    store = IndexStore.open(Path(index), EMB.name, EMB.dim)
+    save_steps_forever(IndexStore.open(Path(index), EMB.name, EMB.dim))
+
+
+def save_steps_forever(store) -> None:
+    """Commit one `_step` per generation, through any store (FAISS here, PostgreSQL in pg_worker.py), until killed."""
     while True:
         with store.writing():
             j = store.manifest.generation + 1
-            for source, texts in _step(j, {s: True for s in (d.source for d in store.docs.values())}):
+            for source, texts in _step(j, {d.source: True for d in store.docs.values()}):
                 old = store.doc_for_source(source)
                 if old is not None:
                     store.remove(old)
