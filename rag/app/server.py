@@ -13,10 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from rag.app.api import build_api
 from rag.app.api_auth import ApiAuth, check_bind
-from rag.app.page_view import CSS as PAGE_CSS
-from rag.app.render import CSS
-from rag.app.ui import QUEUE_MAX_SIZE, build_app, parse_auth
-from rag.ingest.loading import MAX_FILE_BYTES
+from rag.app.ui import build_app, parse_auth, served
 
 if TYPE_CHECKING:  # pragma: no cover
     from fastapi import FastAPI
@@ -30,11 +27,7 @@ def mount_ui(app: FastAPI, demo: Any, auth: list[tuple[str, str]] | None) -> Fas
     """The Gradio UI at / of the API's app, with the same queue, limits and login as `ui.launch`."""
     import gradio as gr
 
-    demo.queue(default_concurrency_limit=1, max_size=QUEUE_MAX_SIZE)
-    return gr.mount_gradio_app(
-        app, demo, path="/", auth=auth, show_error=False, max_file_size=MAX_FILE_BYTES, ssr_mode=False,
-        css=CSS + PAGE_CSS, footer_links=["api"], enable_monitoring=False,
-        auth_message="Log in to ask questions about the documents." if auth else None)
+    return gr.mount_gradio_app(app, demo, path="/", **served(demo, auth))
 
 
 def run_server(app: FastAPI, host: str, port: int) -> None:  # pragma: no cover - blocks; tests run uvicorn themselves

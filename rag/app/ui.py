@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from rag.answer.query_rewriting import Turn
@@ -388,13 +387,17 @@ def build_app(source: RAG | Collections, collection: str | None = None) -> "gr.B
     return demo
 
 
+def served(demo: "gr.Blocks", auth: list[tuple[str, str]] | None) -> dict[str, Any]:  # noqa: F821
+    """Queue `demo` (one LLM job at a time, others wait their turn) and return the options every way of
+    serving it shares (`launch` here, `server.mount_ui` for `rag serve`): limits, login, look."""
+    demo.queue(default_concurrency_limit=1, max_size=QUEUE_MAX_SIZE)
+    return dict(auth=auth, show_error=False, max_file_size=MAX_FILE_BYTES, ssr_mode=False, css=CSS + PAGE_CSS,
+                footer_links=["api"], enable_monitoring=False,
+                auth_message="Log in to ask questions about the documents." if auth else None)
+
+
 def launch(demo: "gr.Blocks", host: str = "127.0.0.1", port: int | None = 7860, *,  # noqa: F821
            auth: list[tuple[str, str]] | None = None, block: bool = True, quiet: bool = False):
-    """Queue (one LLM job at a time, others wait their turn) and start the server."""
-    demo.queue(default_concurrency_limit=1, max_size=QUEUE_MAX_SIZE)
-    return demo.launch(
-        server_name=host, server_port=port, auth=auth, show_error=False, quiet=quiet,
-        prevent_thread_lock=not block, max_file_size=MAX_FILE_BYTES, ssr_mode=False,
-        css=CSS + PAGE_CSS, footer_links=["api"], inbrowser=False, share=False, enable_monitoring=False,
-        auth_message="Log in to ask questions about the documents." if auth else None,
-    )
+    """Start Gradio's own server for `demo` (tests; `rag serve` mounts it on the API's app instead)."""
+    return demo.launch(server_name=host, server_port=port, quiet=quiet, prevent_thread_lock=not block,
+                       inbrowser=False, share=False, **served(demo, auth))
