@@ -73,3 +73,41 @@ def emit(text: str, result: dict, as_json: bool, load_before: tuple[float, float
         print(json.dumps(result))
     else:
         print(text)
+
+
+def raw_prompt_rate(model: str | None = None, tokens: int = 256, threads: int | None = None) -> dict:
+    """The machine's raw llama.cpp prompt-evaluation rate for the bundled model (default: the default
+    model), measured beside a benchmark so that its latencies can be read on any CPU: a fresh context
+    evaluates `tokens` tokens of plain text once (warm-up) and again (timed), with the pipeline's
+    n_batch and threads. {"model", "tokens", "seconds", "tokens_per_s", "cpu"}."""
+    import time
+    from pathlib import Path
+
+    from llama_cpp import Llama
+
+    from rag.config import DEFAULT_MODEL, Settings
+    from rag.models.llm import LLAMA_N_BATCH, loading_llama, model_path
+
+    settings = Settings.load()
+    name = model or DEFAULT_MODEL
+    path = model_path(name, settings.cache_dir)
+    with loading_llama():
+        llama = Llama(model_path=str(Path(path)), n_ctx=max(512, tokens + 16), n_batch=LLAMA_N_BATCH,
+                      n_threads=threads or settings.threads, verbose=False)
+    text = ("The committee met on Tuesday to review the budget, the schedule and the risks of the project. " * 64)
+    ids = llama.tokenize(text.encode("utf-8"))[:tokens]
+    llama.reset()
+    llama.eval(ids)  # warm-up: page the weights in
+    llama.reset()
+    start = time.perf_counter()
+    llama.eval(ids)
+    seconds = time.perf_counter() - start
+    return {"model": name, "tokens": len(ids), "seconds": round(seconds, 3),
+            "tokens_per_s": round(len(ids) / seconds, 1), "cpu": machine()["cpu"]}
+
+
+if __name__ == "__main__":  # python bench/_common.py: the raw prompt rate alone
+    import json
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+    print(json.dumps({**raw_prompt_rate(), "load_average": load_average()[0]}))
