@@ -83,9 +83,10 @@ def test_blank_scanned_pdf_is_named_with_its_reason(tmp_path, engine):
 
 
 def test_unreadable_page_of_a_good_scan_is_left_out(tmp_path, engine):
-    pdf = make_scanned_pdf(tmp_path / "partly.pdf", [[], PAGE2])
-    doc = loading.load(pdf, ocr=ScriptedOcr([], PAGE2))
-    assert doc.ocr_pages == (2,)
+    pdf = make_scanned_pdf(tmp_path / "partly.pdf", [[], PAGE2, PAGE1])
+    ocr = ScriptedOcr(PAGE2, [])  # page 1 is blank (never sent to OCR); OCR finds nothing on page 3
+    doc = loading.load(pdf, ocr=ocr)
+    assert ocr.calls == 2 and doc.ocr_pages == (2,)
     assert doc.page_starts == ((0, 2),)
     assert doc.text.startswith("The Varnholm light")
 
@@ -98,9 +99,10 @@ def test_ingest_report_names_scans_and_the_flag_is_kept_by_the_index(make_rag, t
         ("blank.pdf", "no text layer; OCR is off (setting ocr)"), ("varnholm.pdf", "no text layer; OCR is off (setting ocr)")}
     rag = make_rag()  # ocr on, the default
     assert isinstance(rag.ocr, OcrEngine)
-    rag.ocr = ScriptedOcr([], PAGE1, PAGE2)  # blank.pdf is read first
+    rag.ocr = ScriptedOcr(PAGE1, PAGE2)  # blank.pdf's page is one flat colour: not sent to OCR at all
     report = rag.add([blank, scanned])
-    assert [(Path(f.path).name, f.reason) for f in report.failed] == [("blank.pdf", "no text layer; OCR found no text")]
+    assert [(Path(f.path).name, f.reason) for f in report.failed] == [
+        ("blank.pdf", "no text layer; OCR found no text (1 page images too small or blank to read)")]
     assert len(report.added) == 1
     reopened = make_rag()
     chunks = list(reopened.store.chunks.values())

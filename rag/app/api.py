@@ -3,24 +3,35 @@
     GET  /v1/models              the caller's collections, default first (`model` names a collection)
     POST /v1/chat/completions    the last user message is the question, earlier user/assistant turns
                                  the history (RAG.condense), then RAG.stream; `stream: true` for SSE
+  for admins (admin_users; anyone without a login), 403 for others:
+    PUT    /v1/model             {"model": NAME}: switch the model everyone uses
+    POST   /v1/collections       {"name": NAME}: create a shared collection
+    DELETE /v1/collections/NAME  delete a shared collection
 
 An answer is an ordinary chat completion whose content ends with a plain-text source list, so a client
 that ignores extra fields still shows where it came from; the extra fields `citations` (Citation.to_json),
 `abstained` and `question` (the standalone question searched) ride on the completion object (on the
 last chunk when streaming). A refusal is the reply "Not in the documents." with no sources.
-Errors are OpenAI's shape, {"error": {"message", "type", "code"}}: 400 bad input (a malformed body or a
-RagError's message), 401 a missing or wrong key (rag/app/api_auth.py), 404 an unknown collection.
+Every reply (and the last chunk of a stream) also carries OpenAI's `usage` (rag/app/usage.py).
+Errors are OpenAI's shape, {"error": {"message", "type", "code"}}: 400 bad input (a malformed body, JSON
+nested too deep, or a RagError's message), 401 a missing or wrong key (rag/app/api_auth.py), 404 an
+unknown collection (a name echoed in an error is cut to NAME_CHARS), 413 a body over its limit (counted
+as it arrives, on every route of the app, the UI's mounted beside it too: `BodyLimit`), 503 when
+`max_generations` answers are under way and another waited `queue_timeout` seconds (with Retry-After).
 
 `rag serve` serves this app with the Gradio UI mounted on it at / (rag/app/server.py); `rag serve --api`
 the API alone.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from fastapi import FastAPI, Request
@@ -34,15 +45,17 @@ from rag.answer.answerer import REFUSAL
 from rag.answer.query_rewriting import Turn
 from rag.app.api_auth import ApiAuth, Unauthorized
 from rag.app.render import INTERNAL_ERROR, highlight_spans
-from rag.errors import InputError, RagError
+from rag.app.usage import usage
+from rag.errors import InputError, NotAllowed, RagError, shorten, shown
 from rag.types import Answer, short_source
 
 if TYPE_CHECKING:  # pragma: no cover
+    from rag.config import Settings
     from rag.pipeline import RAG
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1_000_000  # a request body over this is refused before it is parsed
+UPLOAD_PATHS = ("/gradio_api/upload", "/upload")  # the UI's file uploads: limit max_upload_mb, not max_body_kb
 SOURCES_HEADING = "\n\nSources:\n"
 QUOTE_CHARS = 300  # the quoted sentence(s) of a cited passage in the plain-text source list
 OWNER = "rag-local"
@@ -63,12 +76,16 @@ class SingleCollection:
         self.rag = rag
         self.name = name
 
+    @property
+    def settings(self) -> "Settings":
+        return self.rag.settings
+
     def names(self, user: str | None) -> list[str]:
         return [self.name]
 
     def open(self, name: str, user: str | None) -> "RAG":
         if name != self.name:
-            raise InputError(f"no collection {name!r}; yours: {self.name}")
+            raise InputError(f"no collection {shown(name)}; yours: {self.name}")
         return self.rag
 
 
@@ -85,6 +102,14 @@ class Message(BaseModel):
     content: str | list[TextPart] | None = None
 
 
+class ModelChange(BaseModel):
+    model: str = Field(max_length=4096)
+
+
+class NewCollection(BaseModel):
+    name: str = Field(max_length=4096)
+
+
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="allow")  # temperature, max_tokens, ...: accepted and ignored
     model: str
@@ -94,9 +119,11 @@ class ChatRequest(BaseModel):
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, code: str | None = None,
-                 type_: str = "invalid_request_error") -> None:
+                 type_: str = "invalid_request_error", headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.type = status, message, code, type_
+        self.headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+        self.headers.update(headers or {})
 
 
 def error_body(message: str, type_: str = "invalid_request_error", code: str | None = None) -> dict[str, Any]:
@@ -164,12 +191,12 @@ def extras(answer: Answer) -> dict[str, Any]:
             "question": answer.question}
 
 
-def completion(model: str, answer: Answer) -> dict[str, Any]:
+def completion(model: str, answer: Answer, tokens: dict[str, int] | None = None) -> dict[str, Any]:
     content = REFUSAL if answer.abstained else answer.text + sources_text(answer)
     return {"id": _new_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                          "finish_reason": "stop"}],
-            **extras(answer)}
+            **({"usage": tokens} if tokens is not None else {}), **extras(answer)}
 
 
 def _new_id() -> str:
@@ -193,15 +220,36 @@ def final_delta(answer: Answer, streamed: str) -> str:
 
 # --------------------------------------------------------------------------- the app
 
-def build_api(provider: CollectionProvider, auth: ApiAuth | None = None) -> FastAPI:
-    """The FastAPI app serving /v1 over `provider`'s collections; `rag serve` mounts the UI on it."""
+@dataclass(frozen=True)
+class Limits:
+    """What one request may take (settings max_body_kb, max_upload_mb, max_generations, queue_timeout)."""
+
+    body_bytes: int
+    upload_bytes: int
+    generations: int
+    queue_timeout: float
+
+    @classmethod
+    def of(cls, settings: "Settings") -> "Limits":
+        return cls(settings.max_body_kb * 1000, settings.max_upload_mb * 2**20, settings.max_generations,
+                   settings.queue_timeout)
+
+
+def build_api(provider: CollectionProvider, auth: ApiAuth | None = None, limits: Limits | None = None) -> FastAPI:
+    """The FastAPI app serving /v1 over `provider`'s collections; `rag serve` mounts the UI on it.
+    `limits`: default, from the provider's settings."""
     auth = auth or ApiAuth()
+    if limits is None:
+        from rag.config import Settings
+
+        limits = Limits.of(getattr(provider, "settings", None) or Settings())
+    slots = GenerationSlots(limits.generations, limits.queue_timeout)
     app = FastAPI(title="rag-local OpenAI-compatible API", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(error_body(exc.message, exc.type, exc.code), status_code=exc.status, headers=headers)
+        return JSONResponse(error_body(exc.message, exc.type, exc.code), status_code=exc.status,
+                            headers=exc.headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -209,9 +257,10 @@ def build_api(provider: CollectionProvider, auth: ApiAuth | None = None) -> Fast
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(error_body(f"{request.method} {request.url.path}: {exc.detail}"), status_code=exc.status_code)
+        return JSONResponse(error_body(f"{request.method} {shorten(request.url.path)}: {exc.detail}"),
+                            status_code=exc.status_code)
 
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, limit=limits.body_bytes, larger={p: limits.upload_bytes for p in UPLOAD_PATHS})
 
     def user_of(request: Request) -> str | None:
         try:
@@ -243,18 +292,27 @@ def build_api(provider: CollectionProvider, auth: ApiAuth | None = None) -> Fast
         body = parse_body(await request.body(), request.headers.get("content-type", ""))
         rag = open_model(body.model, user)
         question, history = conversation(body.messages, rag.settings.max_question_chars)
+        await slots.acquire()  # until the answer (or its stream) is done; 503 after queue_timeout
+        streaming = False
         try:
             standalone = await run_in_threadpool(rag.condense, question, history)
             if not body.stream:
                 answer = await run_in_threadpool(rag.ask, standalone)
-                return completion(body.model, answer)
+                return completion(body.model, answer, await run_in_threadpool(usage, rag, answer))
             items = rag.stream(standalone)
             # The first item before the response starts: errors of the search become a 400, not a broken stream.
             first = await run_in_threadpool(next, items)
+            events = slots.held(_events(body.model, items, first, lambda answer: usage(rag, answer)))
+            streaming = True
         except RagError as exc:
             raise ApiError(400, str(exc), type(exc).__name__) from None
-        return StreamingResponse(_events(body.model, items, first), media_type="text/event-stream",
+        finally:
+            if not streaming:
+                slots.release()
+        return StreamingResponse(events, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    add_admin_routes(app, provider, user_of)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -264,22 +322,150 @@ def build_api(provider: CollectionProvider, auth: ApiAuth | None = None) -> Fast
     return app
 
 
-class BodyLimit:
-    """Refuses a /v1 request whose Content-Length is over MAX_BODY_BYTES before anything reads it. Plain
-    ASGI (no BaseHTTPMiddleware), so the streams of the API and of the UI mounted beside it pass as they are."""
+class GenerationSlots:
+    """At most `size` answers under way at once; a request beyond waits up to `timeout` seconds for a
+    slot, then is refused with 503 and Retry-After. A waiting request holds no thread (only the answers
+    under way run in the thread pool), and a slot is released when its answer, or its stream, ends."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    def __init__(self, size: int, timeout: float) -> None:
+        self.size, self.timeout = size, timeout
+        self._semaphore: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _get(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._semaphore is None or self._loop is not loop:  # one per event loop (tests start several)
+            self._semaphore, self._loop = asyncio.Semaphore(self.size), loop
+        return self._semaphore
+
+    async def acquire(self) -> None:
+        try:
+            await asyncio.wait_for(self._get().acquire(), self.timeout)
+        except TimeoutError:
+            retry = max(1, math.ceil(self.timeout))
+            raise ApiError(503, f"the server is busy: {self.size} answer(s) under way and this request waited "
+                                f"{self.timeout:g} s (settings max_generations, queue_timeout); try again in "
+                                f"{retry} s", "server_busy", "server_error", {"Retry-After": str(retry)}) from None
+
+    def release(self) -> None:
+        self._get().release()
+
+    async def held(self, events: AsyncIterator[str]) -> AsyncIterator[str]:
+        """`events`, releasing the slot however the stream ends."""
+        try:
+            async for event in events:
+                yield event
+        finally:
+            self.release()
+
+
+_BODY_HEADERS = (b"content-length", b"transfer-encoding")
+
+
+class BodyLimit:
+    """Counts every request body as its bytes arrive, whatever its framing (Content-Length or chunked),
+    on every route (the UI mounted beside the API too): past `limit` (`larger` for paths under those
+    prefixes) it answers 413 at once, closes the connection, and the app reads the end of the body (a
+    disconnect), so no more than the limit is ever held. Plain ASGI (no BaseHTTPMiddleware), so the
+    streams of the API and of the UI pass as they are. A reply sent before the body was all read (a 401
+    before the body, say) also closes the connection, so the rest of the body is never read."""
+
+    def __init__(self, app: Any, limit: int, larger: dict[str, int] | None = None) -> None:
+        self.app, self.limit, self.larger = app, limit, dict(larger or {})
+
+    def limit_for(self, path: str) -> int:
+        return next((n for prefix, n in self.larger.items() if path.startswith(prefix)), self.limit)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
-            length = dict(scope["headers"]).get(b"content-length", b"")
-            if length.isdigit() and int(length) > MAX_BODY_BYTES:
-                response = JSONResponse(error_body(f"the request body is {int(length):,} bytes; the limit is "
-                                                   f"{MAX_BODY_BYTES:,}", code="body_too_large"), status_code=400)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["path"])
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > limit:
+            await too_large(limit)(scope, receive, send)
+            return
+        state = {"read": 0, "more": any(h in headers for h in _BODY_HEADERS) and length != b"0",
+                 "refused": False, "started": False}
+
+        async def counted() -> dict[str, Any]:
+            if state["refused"]:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                state["read"] += len(message.get("body", b""))
+                state["more"] = message.get("more_body", False)
+                if state["read"] > limit:
+                    state["refused"] = True
+                    if not state["started"]:
+                        state["started"] = True
+                        await too_large(limit)(scope, _no_body, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded(message: dict[str, Any]) -> None:
+            if state["refused"]:
+                return  # the 413 was the reply
+            if message["type"] == "http.response.start":
+                state["started"] = True
+                if state["more"]:  # replied before the body was read: never read the rest
+                    message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
+        try:
+            await self.app(scope, counted, guarded)
+        except Exception:
+            if not state["refused"]:
+                raise
+
+
+async def _no_body() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def too_large(limit: int) -> JSONResponse:
+    return JSONResponse(error_body(f"the request body is over the limit of {limit:,} bytes (settings max_body_kb; "
+                                   "max_upload_mb for uploads)", code="body_too_large"),
+                        status_code=413, headers={"Connection": "close"})
+
+
+def add_admin_routes(app: FastAPI, provider: CollectionProvider, user_of: Callable[[Request], str | None]) -> None:
+    """The global actions, for admins only (the provider decides who is one: rag/collections.py)."""
+
+    def admin(action: str) -> Callable[..., Any]:
+        method = getattr(provider, action, None)
+        if method is None:
+            raise ApiError(404, f"this server has no collections to change ({action})", "not_supported")
+        return method
+
+    async def run(action: str, *args: Any) -> None:
+        try:
+            await run_in_threadpool(admin(action), *args)
+        except NotAllowed as exc:
+            raise ApiError(403, str(exc), "permission_denied") from None
+        except RagError as exc:
+            raise ApiError(400, str(exc), type(exc).__name__) from None
+
+    @app.put("/v1/model")
+    async def switch_model(request: Request) -> dict[str, Any]:
+        user = user_of(request)
+        change = parse_body(await request.body(), request.headers.get("content-type", ""), ModelChange)
+        await run("use_model", change.model, user)
+        return {"object": "model_change", "model": change.model}
+
+    @app.post("/v1/collections", status_code=201)
+    async def create_collection(request: Request) -> dict[str, Any]:
+        user = user_of(request)
+        new = parse_body(await request.body(), request.headers.get("content-type", ""), NewCollection)
+        await run("create_shared", new.name, user)
+        return _model(new.name)
+
+    @app.delete("/v1/collections/{name}")
+    async def delete_collection(name: str, request: Request) -> dict[str, Any]:
+        user = user_of(request)
+        await run("remove", name, user)
+        return {"id": name, "object": "model", "deleted": True}
 
 
 def _model(name: str) -> dict[str, Any]:
@@ -289,9 +475,10 @@ def _model(name: str) -> dict[str, Any]:
 _END = object()
 
 
-async def _events(model: str, items: Iterator[str | Answer], first: str | Answer) -> AsyncIterator[str]:
+async def _events(model: str, items: Iterator[str | Answer], first: str | Answer,
+                  tokens: Callable[[Answer], dict[str, int]]) -> AsyncIterator[str]:
     """OpenAI's SSE framing: a role chunk, a chunk per text delta, a last chunk with the source list,
-    finish_reason and the extra fields, then `data: [DONE]`. The generator holds the model's lock, so it
+    finish_reason, `usage` (`tokens`) and the extra fields, then `data: [DONE]`. The generator holds the model's lock, so it
     is closed however the stream ends (a client that goes away stops the generation)."""
     cid, created = _new_id(), int(time.time())
 
@@ -309,7 +496,8 @@ async def _events(model: str, items: Iterator[str | Answer], first: str | Answer
             streamed += str(item)
             yield chunk({"content": item})
             item = await run_in_threadpool(next, items, _END)
-        yield chunk({"content": final_delta(item, streamed)}, "stop", **extras(item), answer=item.text)
+        spent = await run_in_threadpool(tokens, item)
+        yield chunk({"content": final_delta(item, streamed)}, "stop", usage=spent, **extras(item), answer=item.text)
         yield _sse("[DONE]")
     except Exception as exc:  # noqa: BLE001 - the status is sent; the error goes in the stream
         message = str(exc) if isinstance(exc, RagError) else INTERNAL_ERROR
@@ -321,18 +509,20 @@ async def _events(model: str, items: Iterator[str | Answer], first: str | Answer
         items.close()  # type: ignore[attr-defined]
 
 
-def parse_body(raw: bytes, content_type: str) -> ChatRequest:
-    """The request body as a ChatRequest; a 400 naming the problem otherwise."""
+def parse_body(raw: bytes, content_type: str, kind: type[BaseModel] = ChatRequest) -> Any:
+    """The request body as a `kind` (a ChatRequest); a 400 naming the problem otherwise."""
     hint = "" if "json" in content_type else " (send it with the header Content-Type: application/json)"
     try:
         data = json.loads(raw) if raw.strip() else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         raise ApiError(400, validation_message([{"type": "json_invalid", "loc": ("body",)}]) + hint,
                        "invalid_body") from None
     if data is None:
         raise ApiError(400, validation_message([{"type": "missing", "loc": ("body",)}]) + hint, "invalid_body")
     try:
-        return ChatRequest.model_validate(data)
+        return kind.model_validate(data)
+    except RecursionError:
+        raise ApiError(400, "the request body is nested too deep" + hint, "invalid_body") from None
     except ValidationError as exc:
         raise ApiError(400, validation_message(exc.errors()) + hint, "invalid_body") from None
 
