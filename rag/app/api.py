@@ -24,29 +24,29 @@ the API alone.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.concurrency import run_in_threadpool
 
 from rag.answer.answerer import REFUSAL
 from rag.answer.query_rewriting import Turn
 from rag.app.api_auth import ApiAuth, Unauthorized
+from rag.app.api_admin import add_admin_routes
+from rag.app.api_errors import ApiError, error_body, parse_body, validation_message
+from rag.app.limits import UPLOAD_PATHS, BodyLimit, Busy, GenerationSlots, Limits
 from rag.app.render import INTERNAL_ERROR, highlight_spans
 from rag.app.usage import usage
-from rag.errors import InputError, NotAllowed, RagError, shorten, shown
+from rag.errors import InputError, RagError, shorten, shown
 from rag.types import Answer, short_source
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,7 +55,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-UPLOAD_PATHS = ("/gradio_api/upload", "/upload")  # the UI's file uploads: limit max_upload_mb, not max_body_kb
 SOURCES_HEADING = "\n\nSources:\n"
 QUOTE_CHARS = 300  # the quoted sentence(s) of a cited passage in the plain-text source list
 OWNER = "rag-local"
@@ -102,32 +101,11 @@ class Message(BaseModel):
     content: str | list[TextPart] | None = None
 
 
-class ModelChange(BaseModel):
-    model: str = Field(max_length=4096)
-
-
-class NewCollection(BaseModel):
-    name: str = Field(max_length=4096)
-
-
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="allow")  # temperature, max_tokens, ...: accepted and ignored
     model: str
     messages: list[Message] = Field(min_length=1)
     stream: bool = False
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None,
-                 type_: str = "invalid_request_error", headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.code, self.type = status, message, code, type_
-        self.headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
-        self.headers.update(headers or {})
-
-
-def error_body(message: str, type_: str = "invalid_request_error", code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "code": code}}
 
 
 def _text(message: Message, index: int) -> str:
@@ -220,21 +198,6 @@ def final_delta(answer: Answer, streamed: str) -> str:
 
 # --------------------------------------------------------------------------- the app
 
-@dataclass(frozen=True)
-class Limits:
-    """What one request may take (settings max_body_kb, max_upload_mb, max_generations, queue_timeout)."""
-
-    body_bytes: int
-    upload_bytes: int
-    generations: int
-    queue_timeout: float
-
-    @classmethod
-    def of(cls, settings: "Settings") -> "Limits":
-        return cls(settings.max_body_kb * 1000, settings.max_upload_mb * 2**20, settings.max_generations,
-                   settings.queue_timeout)
-
-
 def build_api(provider: CollectionProvider, auth: ApiAuth | None = None, limits: Limits | None = None) -> FastAPI:
     """The FastAPI app serving /v1 over `provider`'s collections; `rag serve` mounts the UI on it.
     `limits`: default, from the provider's settings."""
@@ -289,10 +252,13 @@ def build_api(provider: CollectionProvider, auth: ApiAuth | None = None, limits:
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: Request) -> dict[str, Any] | StreamingResponse:
         user = user_of(request)  # before the body is read: a caller without a key learns nothing more
-        body = parse_body(await request.body(), request.headers.get("content-type", ""))
+        body = parse_body(await request.body(), request.headers.get("content-type", ""), ChatRequest)
         rag = open_model(body.model, user)
         question, history = conversation(body.messages, rag.settings.max_question_chars)
-        await slots.acquire()  # until the answer (or its stream) is done; 503 after queue_timeout
+        try:
+            await slots.acquire()  # until the answer (or its stream) is done
+        except Busy as exc:
+            raise ApiError(503, str(exc), "server_busy", "server_error", {"Retry-After": str(exc.retry_after)}) from None
         streaming = False
         try:
             standalone = await run_in_threadpool(rag.condense, question, history)
@@ -312,7 +278,7 @@ def build_api(provider: CollectionProvider, auth: ApiAuth | None = None, limits:
         return StreamingResponse(events, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    add_admin_routes(app, provider, user_of)
+    add_admin_routes(app, provider, user_of, _model)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -320,152 +286,6 @@ def build_api(provider: CollectionProvider, auth: ApiAuth | None = None, limits:
         return JSONResponse(error_body(INTERNAL_ERROR, "server_error"), status_code=500)
 
     return app
-
-
-class GenerationSlots:
-    """At most `size` answers under way at once; a request beyond waits up to `timeout` seconds for a
-    slot, then is refused with 503 and Retry-After. A waiting request holds no thread (only the answers
-    under way run in the thread pool), and a slot is released when its answer, or its stream, ends."""
-
-    def __init__(self, size: int, timeout: float) -> None:
-        self.size, self.timeout = size, timeout
-        self._semaphore: asyncio.Semaphore | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def _get(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        if self._semaphore is None or self._loop is not loop:  # one per event loop (tests start several)
-            self._semaphore, self._loop = asyncio.Semaphore(self.size), loop
-        return self._semaphore
-
-    async def acquire(self) -> None:
-        try:
-            await asyncio.wait_for(self._get().acquire(), self.timeout)
-        except TimeoutError:
-            retry = max(1, math.ceil(self.timeout))
-            raise ApiError(503, f"the server is busy: {self.size} answer(s) under way and this request waited "
-                                f"{self.timeout:g} s (settings max_generations, queue_timeout); try again in "
-                                f"{retry} s", "server_busy", "server_error", {"Retry-After": str(retry)}) from None
-
-    def release(self) -> None:
-        self._get().release()
-
-    async def held(self, events: AsyncIterator[str]) -> AsyncIterator[str]:
-        """`events`, releasing the slot however the stream ends."""
-        try:
-            async for event in events:
-                yield event
-        finally:
-            self.release()
-
-
-_BODY_HEADERS = (b"content-length", b"transfer-encoding")
-
-
-class BodyLimit:
-    """Counts every request body as its bytes arrive, whatever its framing (Content-Length or chunked),
-    on every route (the UI mounted beside the API too): past `limit` (`larger` for paths under those
-    prefixes) it answers 413 at once, closes the connection, and the app reads the end of the body (a
-    disconnect), so no more than the limit is ever held. Plain ASGI (no BaseHTTPMiddleware), so the
-    streams of the API and of the UI pass as they are. A reply sent before the body was all read (a 401
-    before the body, say) also closes the connection, so the rest of the body is never read."""
-
-    def __init__(self, app: Any, limit: int, larger: dict[str, int] | None = None) -> None:
-        self.app, self.limit, self.larger = app, limit, dict(larger or {})
-
-    def limit_for(self, path: str) -> int:
-        return next((n for prefix, n in self.larger.items() if path.startswith(prefix)), self.limit)
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.limit_for(scope["path"])
-        headers = dict(scope["headers"])
-        length = headers.get(b"content-length", b"")
-        if length.isdigit() and int(length) > limit:
-            await too_large(limit)(scope, receive, send)
-            return
-        state = {"read": 0, "more": any(h in headers for h in _BODY_HEADERS) and length != b"0",
-                 "refused": False, "started": False}
-
-        async def counted() -> dict[str, Any]:
-            if state["refused"]:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                state["read"] += len(message.get("body", b""))
-                state["more"] = message.get("more_body", False)
-                if state["read"] > limit:
-                    state["refused"] = True
-                    if not state["started"]:
-                        state["started"] = True
-                        await too_large(limit)(scope, _no_body, send)
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def guarded(message: dict[str, Any]) -> None:
-            if state["refused"]:
-                return  # the 413 was the reply
-            if message["type"] == "http.response.start":
-                state["started"] = True
-                if state["more"]:  # replied before the body was read: never read the rest
-                    message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
-            await send(message)
-
-        try:
-            await self.app(scope, counted, guarded)
-        except Exception:
-            if not state["refused"]:
-                raise
-
-
-async def _no_body() -> dict[str, Any]:
-    return {"type": "http.request", "body": b"", "more_body": False}
-
-
-def too_large(limit: int) -> JSONResponse:
-    return JSONResponse(error_body(f"the request body is over the limit of {limit:,} bytes (settings max_body_kb; "
-                                   "max_upload_mb for uploads)", code="body_too_large"),
-                        status_code=413, headers={"Connection": "close"})
-
-
-def add_admin_routes(app: FastAPI, provider: CollectionProvider, user_of: Callable[[Request], str | None]) -> None:
-    """The global actions, for admins only (the provider decides who is one: rag/collections.py)."""
-
-    def admin(action: str) -> Callable[..., Any]:
-        method = getattr(provider, action, None)
-        if method is None:
-            raise ApiError(404, f"this server has no collections to change ({action})", "not_supported")
-        return method
-
-    async def run(action: str, *args: Any) -> None:
-        try:
-            await run_in_threadpool(admin(action), *args)
-        except NotAllowed as exc:
-            raise ApiError(403, str(exc), "permission_denied") from None
-        except RagError as exc:
-            raise ApiError(400, str(exc), type(exc).__name__) from None
-
-    @app.put("/v1/model")
-    async def switch_model(request: Request) -> dict[str, Any]:
-        user = user_of(request)
-        change = parse_body(await request.body(), request.headers.get("content-type", ""), ModelChange)
-        await run("use_model", change.model, user)
-        return {"object": "model_change", "model": change.model}
-
-    @app.post("/v1/collections", status_code=201)
-    async def create_collection(request: Request) -> dict[str, Any]:
-        user = user_of(request)
-        new = parse_body(await request.body(), request.headers.get("content-type", ""), NewCollection)
-        await run("create_shared", new.name, user)
-        return _model(new.name)
-
-    @app.delete("/v1/collections/{name}")
-    async def delete_collection(name: str, request: Request) -> dict[str, Any]:
-        user = user_of(request)
-        await run("remove", name, user)
-        return {"id": name, "object": "model", "deleted": True}
 
 
 def _model(name: str) -> dict[str, Any]:
@@ -507,41 +327,3 @@ async def _events(model: str, items: Iterator[str | Answer], first: str | Answer
         yield _sse("[DONE]")
     finally:
         items.close()  # type: ignore[attr-defined]
-
-
-def parse_body(raw: bytes, content_type: str, kind: type[BaseModel] = ChatRequest) -> Any:
-    """The request body as a `kind` (a ChatRequest); a 400 naming the problem otherwise."""
-    hint = "" if "json" in content_type else " (send it with the header Content-Type: application/json)"
-    try:
-        data = json.loads(raw) if raw.strip() else None
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
-        raise ApiError(400, validation_message([{"type": "json_invalid", "loc": ("body",)}]) + hint,
-                       "invalid_body") from None
-    if data is None:
-        raise ApiError(400, validation_message([{"type": "missing", "loc": ("body",)}]) + hint, "invalid_body")
-    try:
-        return kind.model_validate(data)
-    except RecursionError:
-        raise ApiError(400, "the request body is nested too deep" + hint, "invalid_body") from None
-    except ValidationError as exc:
-        raise ApiError(400, validation_message(exc.errors()) + hint, "invalid_body") from None
-
-
-def validation_message(errors: Any) -> str:
-    """FastAPI's validation errors as one line naming each bad field."""
-    parts = []
-    for err in list(errors)[:3]:
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-        kind = err.get("type", "")
-        if kind == "json_invalid":
-            return "the request body is not valid JSON; send a JSON object with 'model' and 'messages'"
-        if not loc and kind == "missing":
-            return "the request body is missing; send a JSON object with 'model' and 'messages'"
-        if not loc and kind in ("model_type", "model_attributes_type", "dict_type"):
-            return "the request body must be a JSON object with 'model' and 'messages'"
-        msg = err.get("msg", "invalid")
-        if kind == "too_short" and loc == ["messages"]:
-            msg = "must hold at least one message"
-        parts.append(f"{'.'.join(loc) or 'body'}: {msg}")
-    more = len(errors) - len(parts)
-    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")

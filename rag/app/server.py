@@ -12,8 +12,9 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
-from rag.app.api import Limits, build_api
+from rag.app.api import build_api
 from rag.app.api_auth import ApiAuth, check_bind
+from rag.app.limits import Limits, LoginFirst
 from rag.app.ui import build_app, parse_auth, served
 from rag.config import reveal
 
@@ -34,39 +35,8 @@ def mount_ui(app: FastAPI, demo: Any, auth: list[tuple[str, str]] | None) -> Fas
     app = gr.mount_gradio_app(app, demo, path="/", **served(demo, auth))
     if auth:
         ui = next(r.app for r in app.routes if isinstance(r, Mount) and r.path == "")
-        app.add_middleware(LoginFirst, ui=ui)
+        app.add_middleware(LoginFirst, ui=ui)  # rag/app/limits.py
     return app
-
-
-class LoginFirst:
-    """With UI logins: a request to the UI that carries a body (anything but the login form) and no
-    session of the UI (Gradio's access-token cookie, as Gradio checks it) is answered 401 before a byte
-    of its body is read, and its connection closed. The API (/v1) checks its own keys the same way,
-    before reading a body (rag/app/api.py)."""
-
-    def __init__(self, app: Any, ui: Any) -> None:
-        self.app, self.ui = app, ui  # ui: the mounted gradio.routes.App (its tokens and cookie id)
-
-    def _logged_in(self, headers: dict[bytes, bytes]) -> bool:
-        from starlette.requests import cookie_parser
-
-        cookies = cookie_parser(headers.get(b"cookie", b"").decode("latin-1"))
-        cookie_id = self.ui.cookie_id
-        token = cookies.get(f"access-token-{cookie_id}") or cookies.get(f"access-token-unsecure-{cookie_id}")
-        return token is not None and token in self.ui.tokens
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and not scope["path"].startswith("/v1/") and scope["path"].rstrip("/") != "/login":
-            headers = dict(scope["headers"])
-            body = headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
-            if body and not self._logged_in(headers):
-                from fastapi.responses import JSONResponse
-
-                response = JSONResponse({"detail": "Not authenticated: log in first (POST /login)"}, status_code=401,
-                                        headers={"Connection": "close"})
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 def run_server(app: FastAPI, host: str, port: int) -> None:  # pragma: no cover - blocks; tests run uvicorn themselves

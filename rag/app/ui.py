@@ -44,7 +44,7 @@ from rag.app.render import (
     timings_html,
     user_message,
 )
-from rag.app.ui_collections import collection_outputs, open_for, upload_target, user_of
+from rag.app.ui_collections import admin_note, collection_outputs, open_for, upload_target, user_of
 from rag.app.uploads import (
     UPLOAD_DIRNAME,
     ingest_uploads,
@@ -314,13 +314,9 @@ def build_app(source: RAG | Collections, collection: str | None = None) -> "gr.B
     def on_roles(request=None):
         """The global controls (model, shared collections) as this user may use them: disabled, with
         the reason, for a user who is not an admin."""
-        admin = collections.is_admin(user_of(request))
-        note = "" if admin else ('<div class="rag-muted" id="rag-admin-only">Only an admin (setting admin_users) may '
-                                 "switch the model or create and delete shared collections: they change what "
-                                 "everyone sees.</div>")
+        admin, note = admin_note(collections, user_of(request))
         model_note = f'<div class="rag-muted">Model in use: {esc(collections.settings.model)}</div>'
-        return (gr.update(interactive=admin), model_note + note,
-                gr.update(interactive=admin), gr.update(interactive=admin), gr.update(interactive=admin))
+        return gr.update(interactive=admin), model_note + note, *[gr.update(interactive=admin)] * 3
 
     @_with_request
     def on_create_collection(name: str | None, request=None):
