@@ -170,6 +170,9 @@ class Collections:
         name = check_name(name)
         if user is not None:
             self.writable(name, user)
+        return self._create(name)
+
+    def _create(self, name: str) -> RAG:
         rag = self._open(name)
         if not IndexStore.exists(rag.store.directory):  # on disk at once, so every process lists it
             with rag.store.writing():
@@ -188,7 +191,7 @@ class Collections:
         directory = self.directory(name)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / SHARED_MARK).write_text("created shared by an admin (rag/collections.py)\n", encoding="utf-8")
-        return self.create(name, user)
+        return self._create(name)
 
     def remove(self, name: str, user: str | None) -> None:
         """Delete the shared collection `name`, its index and uploads; admins only. Not `default`, and
