@@ -79,10 +79,10 @@ class OcrBudget:
     def check(self) -> None:
         """Raises OcrBudgetSpent when another page may not be read."""
         if self.pages >= self.max_pages:
-            raise OcrBudgetSpent(f"OCR stopped after {self.pages:,} pages (setting ocr_max_pages)")
+            raise OcrBudgetSpent(f"OCR stopped after {self.pages:,} page(s) (setting ocr_max_pages)")
         elapsed = time.monotonic() - self.started
         if elapsed >= self.max_seconds:
-            raise OcrBudgetSpent(f"OCR stopped after {elapsed:,.0f} s, {self.pages:,} pages read "
+            raise OcrBudgetSpent(f"OCR stopped after {elapsed:,.0f} s, {self.pages:,} page(s) read "
                                  "(setting ocr_max_seconds)")
 
 
