@@ -14,12 +14,18 @@ Who sees what. `user` is the logged-in user's name, None when there is no login:
   no other collection. Only `admin_users` may add to or delete from a shared one. Asking for a
   collection one may not see fails exactly as for one that does not exist, so a user cannot learn
   that another user's private collection exists.
+
+Global actions are for admins (`is_admin`: a user in `admin_users`, or anyone without a login):
+switching the model everyone uses (`use_model`), creating a shared collection (`create_shared`: beside
+those of the setting `shared_collections`, it is marked shared by a file `SHARED_MARK` in its folder, so
+it stays shared after a restart) and removing one (`remove`). Anyone else gets NotAllowed saying so.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +33,7 @@ from pathlib import Path
 from llama_index.core.llms import LLM
 
 from rag.config import COLLECTION_NAME, Settings
-from rag.errors import ConfigError, InputError, StoreError
+from rag.errors import ConfigError, InputError, NotAllowed, StoreError, shown
 from rag.models.embedding import Embedder, build_embedder
 from rag.pipeline import RAG
 from rag.store.faiss_index import IndexStore
@@ -35,6 +41,7 @@ from rag.store.generations import read_manifest
 
 DEFAULT = "default"
 PRIVATE_PREFIX = "private-"
+SHARED_MARK = "shared"  # a file in a collection's folder: created shared by an admin (create_shared)
 NAME_RULE = (f"a collection name is 1 to 64 letters, digits, '_' or '-', starting with a letter or digit "
              f"({COLLECTION_NAME})")
 _NAME = re.compile(COLLECTION_NAME)
@@ -52,7 +59,7 @@ class CollectionInfo:
 def check_name(name: object) -> str:
     """`name` if it is a valid collection name, else an InputError naming the rule."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise InputError(f"bad collection name {name!r}: {NAME_RULE}")
+        raise InputError(f"bad collection name {shown(name)}: {NAME_RULE}")
     return name
 
 
@@ -103,20 +110,35 @@ class Collections:
         return name == DEFAULT or name in self._rags or IndexStore.exists(self.directory(name))
 
     # -- who may see and change what ----------------------------------------------------------------
+    def shared_names(self) -> list[str]:
+        """The shared collections: those of the setting `shared_collections`, then those an admin
+        created (marked in their folder), whether they exist yet or not."""
+        root = Path(self.settings.collections_dir)
+        marked = sorted(p.name for p in root.iterdir() if _NAME.fullmatch(p.name) and (p / SHARED_MARK).is_file()
+                        and not p.name.startswith(PRIVATE_PREFIX)) if root.is_dir() else []
+        return list(dict.fromkeys([*self.settings.shared_collection_names, *marked]))
+
     def names(self, user: str | None) -> list[str]:
         """The collections `user` may see, default first."""
         if user is None:
             return self.existing()
-        shared = [n for n in self.settings.shared_collection_names if self.exists(n)]
+        shared = [n for n in self.shared_names() if self.exists(n)]
         shared.sort(key=lambda n: n != DEFAULT)
         return [*shared, private_name(user)]
+
+    def is_admin(self, user: str | None) -> bool:
+        """Whether `user` may take the global actions (no login: the one user is)."""
+        return user is None or user in self.settings.admin_user_names
+
+    def require_admin(self, user: str | None, action: str) -> None:
+        if not self.is_admin(user):
+            raise NotAllowed(f"only an admin may {action} (setting admin_users); {shown(user)} is not one")
 
     def can_write(self, name: str, user: str | None) -> bool:
         """Whether `user` may add to or delete from `name` (which they may see)."""
         if user is None:
             return True
-        return name == private_name(user) or (user in self.settings.admin_user_names
-                                              and name in self.settings.shared_collection_names)
+        return name == private_name(user) or (self.is_admin(user) and name in self.shared_names())
 
     def writable(self, name: str, user: str | None) -> str:
         """`name` if `user` may see and change it, else an InputError saying which one they may change."""
@@ -130,7 +152,7 @@ class Collections:
         name = check_name(name)
         visible = self.names(user)
         if name not in visible:
-            raise InputError(f"no collection {name!r}; {'yours' if user is not None else 'existing'}: "
+            raise InputError(f"no collection {shown(name)}; {'yours' if user is not None else 'existing'}: "
                              f"{', '.join(visible)}")
         return name
 
@@ -148,11 +170,43 @@ class Collections:
         name = check_name(name)
         if user is not None:
             self.writable(name, user)
+        return self._create(name)
+
+    def _create(self, name: str) -> RAG:
         rag = self._open(name)
         if not IndexStore.exists(rag.store.directory):  # on disk at once, so every process lists it
             with rag.store.writing():
                 rag.store.save()
         return rag
+
+    def create_shared(self, name: str, user: str | None) -> RAG:
+        """A new shared collection `name` (empty), which every user sees; admins only."""
+        self.require_admin(user, "create a shared collection")
+        name = check_name(name)
+        if name.startswith(PRIVATE_PREFIX):
+            raise InputError(f"bad collection name {shown(name)}: names starting with {PRIVATE_PREFIX!r} are "
+                             "each user's own")
+        if self.exists(name):
+            raise InputError(f"collection {shown(name)} exists already")
+        directory = self.directory(name)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / SHARED_MARK).write_text("created shared by an admin (rag/collections.py)\n", encoding="utf-8")
+        return self._create(name)
+
+    def remove(self, name: str, user: str | None) -> None:
+        """Delete the shared collection `name`, its index and uploads; admins only. Not `default`, and
+        not a user's private one."""
+        self.require_admin(user, "delete a shared collection")
+        name = check_name(name)
+        if name == DEFAULT or name not in self.shared_names() or not self.exists(name):
+            raise InputError(f"no shared collection {shown(name)} to delete; shared: "
+                             f"{', '.join(n for n in self.shared_names() if n != DEFAULT and self.exists(n)) or 'none but default'}"
+                             " (default cannot be deleted)")
+        with self._lock:
+            rag = self._open(name)
+            with rag.store.writing():  # no writer of this process or another is in the middle of a save
+                shutil.rmtree(rag.store.directory)
+            del self._rags[name]
 
     def _open(self, name: str) -> RAG:
         with self._lock:
@@ -184,8 +238,9 @@ class Collections:
                 self._llm_model = settings.model
             return self._llm
 
-    def use_model(self, model: str) -> None:
-        """Switch the model of every collection (it loads once, on the next question)."""
+    def use_model(self, model: str, user: str | None = None) -> None:
+        """Switch the model of every collection (it loads once, on the next question); admins only."""
+        self.require_admin(user, "switch the model, which changes it for everyone")
         settings = self.settings.with_(model=model)  # validates the name
         with self._lock:
             self.settings = settings

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -75,6 +75,13 @@ INDEX_TYPES: tuple[str, ...] = get_args(IndexType)
 EMBED_BACKENDS: tuple[str, ...] = get_args(EmbedBackend)
 
 SOURCES = ("argument", "environment", "file", "default")
+SECRETS = ("llm_api_key", "api_key", "auth")  # never shown: repr, to_json and errors give MASK
+MASK = "***"
+
+
+def reveal(secret: SecretStr | None) -> str | None:
+    """The value of a secret setting, for the one place that uses it (None: not set)."""
+    return None if secret is None else secret.get_secret_value()
 _TOML_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("rag_toml_file", default=None)
 
 
@@ -90,9 +97,15 @@ class Settings(BaseSettings):
     # Ollama: ".../v1"); several URLs separated by commas share the questions out in turn, skipping one
     # that cannot be reached (rag/models/llm.py, ServerPool).
     model: str = DEFAULT_MODEL
-    # For an OpenAI-compatible server: the model name it serves, and an API key if it wants one.
+    # For an OpenAI-compatible server: the model name it serves.
     server_model: str = "default"
-    api_key: str = Field("not-needed", repr=False)
+    # Secrets, each a SecretStr: shown as *** in repr, `rag config`, reports and errors (`SECRETS`).
+    # llm_api_key (RAG_LLM_API_KEY): the key sent to the OpenAI-compatible model server, and only there.
+    # api_key (RAG_API_KEY): the keys callers of `rag serve`'s API must send (one key, or user=key pairs;
+    # rag/app/api_auth.py); never sent anywhere. auth (RAG_AUTH): the UI's logins, user:password pairs.
+    llm_api_key: SecretStr | None = None
+    api_key: SecretStr | None = None
+    auth: SecretStr | None = None
     # Seconds to wait for a server to connect, answer or send its next piece of a streamed reply; no
     # retries (a server that is down fails at once, a slow one after this). A CPU server evaluating a
     # long prompt can take tens of seconds before its first token.
@@ -162,6 +175,21 @@ class Settings(BaseSettings):
     # extra (pdfium is not opened); a full scanned page took 28 s on the shared, loaded 2 cores (a short
     # one ~1.5 s; docs/performance.md, "OCR"), and without OCR a scanned PDF indexes nothing.
     ocr: bool = True
+    # A budget per file (rag/ingest/ocr.py, OcrBudget): at most ocr_max_pages pages OCR'd and
+    # ocr_max_seconds spent; past either the file keeps the pages read so far and is named in the
+    # ingest report with the reason. A page image under ocr_min_pixels pixels (its area in the PDF at
+    # 200 dpi), or of one flat colour, is not worth OCR and is skipped without counting.
+    ocr_max_pages: int = Field(200, ge=1, le=100_000)
+    ocr_max_seconds: float = Field(600.0, gt=0.0, le=86_400.0)
+    ocr_min_pixels: int = Field(4_096, ge=0, le=10_000_000)
+    # Requests to `rag serve` (rag/app/api.py): a body is refused with 413 as soon as its bytes pass
+    # max_body_kb (the UI's file uploads: max_upload_mb), on every route; at most max_generations API
+    # answers are under way at once (they take turns on the model anyway), the others wait up to
+    # queue_timeout seconds, then get 503 with Retry-After.
+    max_body_kb: int = Field(1_000, ge=1, le=1_000_000)
+    max_upload_mb: int = Field(200, ge=1, le=100_000)
+    max_generations: int = Field(2, ge=1, le=256)
+    queue_timeout: float = Field(60.0, ge=0.0, le=3_600.0)
     # `rag ingest --ray ADDRESS`: load, chunk and embed on the workers of a Ray cluster (host:port of its
     # head, ray://host:port, or auto); this process still writes the index (rag/ingest/distributed.py).
     ray_address: str | None = None
@@ -171,6 +199,12 @@ class Settings(BaseSettings):
             super().__init__(**values)
         except ValidationError as exc:
             raise ConfigError(_message(exc)) from None
+
+    @field_validator("llm_api_key", "api_key", "auth", mode="before")
+    @classmethod
+    def _secret(cls, value: Any) -> Any:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if text is None or not str(text).strip() else value
 
     @field_validator("model")
     @classmethod
@@ -260,10 +294,17 @@ class Settings(BaseSettings):
             _TOML_FILE.reset(token)
 
     def to_json(self) -> dict[str, Any]:
-        """Every setting, JSON-ready (for reports), without the server API key."""
-        out = self.model_dump(mode="json", exclude={"api_key"})
-        out["store"] = re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", out["store"])  # no database password
+        """Every setting, JSON-ready (for reports and `rag config`), each secret shown as "***" (set) or
+        null (not set)."""
+        out = self.model_dump(mode="json")
+        for name in SECRETS:
+            out[name] = None if getattr(self, name) is None else MASK
+        out["store"] = _hide_password(out["store"])
         return out
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, _hide_password(value) if name == "store" else value
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: Any) -> "Settings":
@@ -295,12 +336,17 @@ class Settings(BaseSettings):
         return settings, sources
 
 
+def _hide_password(uri: str) -> str:
+    """A database URI without its password."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", rf"\1:{MASK}@", uri)
+
+
 def _message(exc: ValidationError) -> str:
     """pydantic's errors as one line per bad setting: the value, and what would be valid."""
     lines = []
     for error in exc.errors():
         name = ".".join(str(p) for p in error["loc"]) or "settings"
-        value = error.get("input")
+        value = MASK if name in SECRETS else error.get("input")
         kind = error["type"]
         ctx = error.get("ctx") or {}
         if kind == "extra_forbidden":

@@ -2,6 +2,21 @@
 from __future__ import annotations
 
 
+SHOWN_CHARS = 64
+
+
+def shorten(value: object, limit: int = SHOWN_CHARS) -> str:
+    """`value` as text for an error message, cut to `limit` characters and "…" (a 100k-character name
+    sent by a client is not echoed back whole)."""
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """repr() of a value a client gave, cut short like `shorten`."""
+    return shorten(repr(value), limit + 2)
+
+
 class RagError(Exception):
     """Base of every error this package raises on purpose."""
 
@@ -12,6 +27,10 @@ class ConfigError(RagError):
 
 class InputError(RagError):
     """A question or path given at the boundary is unusable (empty, too long, missing)."""
+
+
+class NotAllowed(RagError):
+    """The user may not do this (an action for admins only); the message says who may."""
 
 
 class LoadError(RagError):

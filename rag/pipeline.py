@@ -94,7 +94,7 @@ class RAG:
         self._llm_lock = llm_lock or threading.Lock()
         self._load_lock = threading.Lock()
         # its models load on the first scanned page; pages read are kept for the UI's page view
-        self.ocr = OcrEngine(cache_dir=settings.cache_dir / "ocr") if settings.ocr else None
+        self.ocr = OcrEngine.of(settings) if settings.ocr else None
         self.executor: IngestExecutor = executor_for(settings, self.ocr)  # load+chunk(+embed): here, or on Ray
 
     @classmethod
@@ -207,6 +207,8 @@ class RAG:
                         tell("unchanged", str(path))
                         continue
                     seen.add(doc.id)
+                    if doc.partial:  # e.g. its OCR budget ran out: the pages read are indexed, and it is named
+                        report.partial.append(FileFailure(path=str(path), reason=doc.partial))
                     pending.append((doc, list(item.chunks), item.vectors))
                     if sum(len(c) for _, c, _ in pending) >= EMBED_BATCH_CHUNKS:
                         flush()

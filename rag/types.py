@@ -30,6 +30,7 @@ class Document:
     # Sorted (char_offset, label) pairs for locations other than PDF pages ("slide 3", "sheet Sales,
     # rows 2-41", "chapter 2: The Storm", "cell 5"): a char's section is the last entry at or before it.
     sections: tuple[tuple[int, str], ...] = ()
+    partial: str = ""  # why only part of the file's text is here (its OCR budget ran out), "" if all of it
 
     def section_at(self, offset: int) -> str | None:
         return _last_at(self.sections, offset)
@@ -204,6 +205,7 @@ class IngestReport:
     replaced: list[DocumentInfo] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     failed: list[FileFailure] = field(default_factory=list)
+    partial: list[FileFailure] = field(default_factory=list)  # indexed, but only in part: why
 
     @property
     def ok(self) -> bool:

@@ -11,6 +11,7 @@ from starlette.testclient import TestClient
 from rag.app import api, server
 from rag.app.api import SingleCollection, build_api
 from rag.app.api_auth import ApiAuth, Unauthorized, check_bind, parse_api_keys
+from rag.config import Settings
 from rag.errors import ConfigError, InputError, ModelError
 from rag.testing import FakeLLM
 from tests.conftest import SEED_ARTICLE
@@ -168,9 +169,9 @@ def test_too_long_question_and_body_and_a_missing_content_type(make_rag):
         "messages.0.content is 51 characters; the limit is 50 (RAG_MAX_QUESTION_CHARS)")
     r = ask(client, ("user", "x" * 51), ("assistant", "A."), ("user", "short?"))  # history too
     assert r.status_code == 400 and "messages.0.content is 51 characters" in r.json()["error"]["message"]
-    r = client.post("/v1/chat/completions", content=b" " * (api.MAX_BODY_BYTES + 1),
+    r = client.post("/v1/chat/completions", content=b" " * (rag.settings.max_body_kb * 1000 + 1),
                     headers={"content-type": "application/json"})
-    assert r.status_code == 400 and "the limit is 1,000,000" in r.json()["error"]["message"]
+    assert r.status_code == 413 and "over the limit of 1,000,000 bytes" in r.json()["error"]["message"]
     r = client.post("/v1/chat/completions", content='{"model": "default"}')  # no Content-Type
     assert r.status_code == 400 and "Content-Type: application/json" in r.json()["error"]["message"]
 
@@ -240,7 +241,7 @@ def test_a_client_that_leaves_mid_stream_frees_the_model(seeded):
     assert rag._llm_lock.locked()  # the generation holds the model
 
     async def leave_after_two_chunks():
-        events = api._events("default", items, first)
+        events = api._events("default", items, first, lambda answer: {})
         await events.__anext__()
         await events.__anext__()
         await events.aclose()
@@ -351,7 +352,9 @@ def served(monkeypatch, make_rag, settings):
 
 
 def test_rag_serve_mounts_the_ui_on_the_api_and_both_keep_the_login(served, monkeypatch, settings):
-    monkeypatch.setenv("RAG_AUTH", "ann:pw")
+    monkeypatch.setenv("RAG_AUTH", "ann:pw")  # read through Settings, like every setting
+    settings = Settings.load(index_dir=settings.index_dir, cache_dir=settings.cache_dir,
+                             collections_dir=settings.collections_dir)
     server.serve(settings)
     assert served["open"] == {"settings": settings} and (served["host"], served["port"]) == ("127.0.0.1", 7860)
     with TestClient(served["app"]) as client:
@@ -366,13 +369,11 @@ def test_rag_serve_mounts_the_ui_on_the_api_and_both_keep_the_login(served, monk
 
 
 def test_rag_serve_api_serves_no_ui_and_refuses_an_open_public_address(served, monkeypatch, settings):
-    monkeypatch.setenv("RAG_API_KEY", "k")
-    server.serve(settings, "0.0.0.0", 8000, api_only=True)
+    server.serve(settings.with_(api_key="k"), "0.0.0.0", 8000, api_only=True)
     with TestClient(served["app"]) as client:
         assert client.get("/config").status_code == 404
         assert client.get("/v1/models", headers={"Authorization": "Bearer k"}).status_code == 200
     served.clear()
-    monkeypatch.delenv("RAG_API_KEY")
     with pytest.raises(ConfigError, match="refusing to serve the API on 0.0.0.0 without a key"):
         server.serve(settings, "0.0.0.0", 8000, api_only=True)
     assert "app" not in served and "open" not in served  # refused before the index is opened
@@ -397,8 +398,7 @@ def test_the_mounted_ui_answers_through_gradio_with_its_login(served, monkeypatc
 
     import uvicorn
 
-    monkeypatch.setenv("RAG_AUTH", "ann:pw")
-    server.serve(settings)
+    server.serve(settings.with_(auth="ann:pw"))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     # open UI connections (Gradio's heartbeat stream) would hold a graceful shutdown

@@ -67,6 +67,20 @@ def test_answer_with_citations_of_the_seed_article(client):
     assert any("$110 million" in c["text"] for c in extra["citations"])
     text = SEED_ARTICLE.read_text(encoding="utf-8")
     assert all(text[c["start"]:c["end"]] == c["text"] for c in extra["citations"])
+    usage = completion.usage  # counted with the model's own tokenizer (rag/app/usage.py)
+    assert 200 < usage.prompt_tokens < 4096 and 5 < usage.completion_tokens <= 200
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def test_usage_counts_with_the_models_tokenizer(real_rag):
+    from rag.app.usage import token_counter, usage
+
+    count, exact = token_counter(real_rag.llm)
+    assert exact and count("Hello, world!") == len(real_rag.llm._model.tokenize(b"Hello, world!", add_bos=False))
+    answer = real_rag.ask(QUESTION)
+    spent = usage(real_rag, answer)
+    assert spent["completion_tokens"] == count(answer.model_text)
+    assert spent["prompt_tokens"] > count(" ".join(p.text for p in answer.passages))  # the passages and more
 
 
 def test_streamed_answer_with_citations_on_the_last_chunk(client):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from rag.collections import DEFAULT, Collections, check_name, private_name
-from rag.errors import ConfigError, InputError
+from rag.errors import ConfigError, InputError, shown
 from rag.testing import FakeEmbedder, FakeLLM
 
 FACT = "The Zorblax vault code of Quenby harbour is 4417."
@@ -33,7 +33,13 @@ def test_valid_names(name):
 def test_bad_names_name_the_rule(name):
     with pytest.raises(InputError) as err:
         check_name(name)
-    assert repr(name) in str(err.value) and "[A-Za-z0-9][A-Za-z0-9_-]{0,63}" in str(err.value)
+    assert shown(name) in str(err.value) and "[A-Za-z0-9][A-Za-z0-9_-]{0,63}" in str(err.value)
+
+
+def test_a_long_name_is_cut_short_in_the_error():
+    with pytest.raises(InputError) as err:
+        check_name("x" * 100_000)
+    assert len(str(err.value)) < 300 and "x" * 64 + "…" in str(err.value)
 
 
 def test_private_names_are_valid_and_distinct():

@@ -57,7 +57,7 @@ def test_with_revalidates_and_reports_carry_every_setting():
     with pytest.raises(ConfigError, match="unknown setting.*topk"):
         s.with_(topk=3)
     data = s.to_json()
-    assert set(data) == set(Settings.model_fields) - {"api_key"}  # a new setting cannot drop out
+    assert set(data) == set(Settings.model_fields)  # a new setting cannot drop out
     assert isinstance(data["index_dir"], str)
 
 
@@ -74,7 +74,39 @@ def test_rag_config_prints_each_setting_and_where_it_came_from(tmp_path, monkeyp
     assert shown["top_k"] == {"value": 4, "source": "environment"}
     assert shown["retrieval"] == {"value": "dense", "source": "file"}
     assert shown["context"] == {"value": "auto", "source": "default"}
-    assert "api_key" not in shown
+    assert shown["api_key"] == {"value": None, "source": "default"}  # secrets: set or not, never the value
     assert main(["--config", str(cfg), "config"]) == 0
     line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("retrieval "))
     assert line.split()[-1] == "file"
+
+
+SECRET_VALUES = {"llm_api_key": "sk-upstream-7d1f", "api_key": "alice=k-alice-93c2,bob=k-bob-5e8a",
+                 "auth": "alice:pw-alice-04be"}
+
+
+def test_secrets_are_settings_and_never_shown(tmp_path, monkeypatch, capsys):
+    """RAG_LLM_API_KEY, RAG_API_KEY and RAG_AUTH are read through Settings, and their values appear in
+    no repr, report, `rag config` output or error message."""
+    import json
+
+    from rag.app.cli import main
+    from rag.config import reveal
+
+    for name, value in SECRET_VALUES.items():
+        monkeypatch.setenv(f"RAG_{name.upper()}", value)
+    monkeypatch.setenv("RAG_STORE", "postgresql://rag:db-pw-61aa@127.0.0.1:5432/rag")
+    s = Settings()
+    assert {name: reveal(getattr(s, name)) for name in SECRET_VALUES} == SECRET_VALUES
+    assert reveal(s.with_(top_k=3).llm_api_key) == SECRET_VALUES["llm_api_key"]  # copies keep them
+    secrets = [*SECRET_VALUES.values(), "k-alice-93c2", "pw-alice-04be", "db-pw-61aa"]
+    shown = [repr(s), str(s), json.dumps(s.to_json())]
+    assert main(["config"]) == 0 and main(["config", "--json"]) == 0
+    shown.append(capsys.readouterr().out)
+    for bad in ({"top_k": 0}, {"api_key": 12}, {"auth": ["x"]}, {"llm_api_key": {"a": 1}}):
+        with pytest.raises(ConfigError) as err:
+            s.with_(**bad)
+        shown.append(str(err.value))
+    for text in shown:
+        assert not any(secret in text for secret in secrets), text
+    assert s.to_json()["llm_api_key"] == "***" and s.to_json()["store"] == "postgresql://rag:***@127.0.0.1:5432/rag"
+    assert Settings(api_key="  ").api_key is None  # empty: not set

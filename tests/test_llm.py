@@ -315,7 +315,7 @@ def test_url_builds_openai_like_without_network(no_network, tmp_path):
     pytest.importorskip("llama_index.llms.openai_like")
     from llama_index.llms.openai_like import OpenAILike
 
-    s = Settings(model="http://127.0.0.1:8080/v1", server_model="qwen", api_key="k123", context_window=8192,
+    s = Settings(model="http://127.0.0.1:8080/v1", server_model="qwen", llm_api_key="k123", api_key="serving-key", context_window=8192,
                  max_new_tokens=77, temperature=0.2, cache_dir=tmp_path)
     pool = rllm.build_llm(s)
     assert isinstance(pool, rllm.ServerPool) and pool.urls == ("http://127.0.0.1:8080/v1",)

@@ -83,9 +83,10 @@ def test_blank_scanned_pdf_is_named_with_its_reason(tmp_path, engine):
 
 
 def test_unreadable_page_of_a_good_scan_is_left_out(tmp_path, engine):
-    pdf = make_scanned_pdf(tmp_path / "partly.pdf", [[], PAGE2])
-    doc = loading.load(pdf, ocr=ScriptedOcr([], PAGE2))
-    assert doc.ocr_pages == (2,)
+    pdf = make_scanned_pdf(tmp_path / "partly.pdf", [[], PAGE2, PAGE1])
+    ocr = ScriptedOcr(PAGE2, [])  # page 1 is blank (never sent to OCR); OCR finds nothing on page 3
+    doc = loading.load(pdf, ocr=ocr)
+    assert ocr.calls == 2 and doc.ocr_pages == (2,)
     assert doc.page_starts == ((0, 2),)
     assert doc.text.startswith("The Varnholm light")
 
@@ -98,9 +99,10 @@ def test_ingest_report_names_scans_and_the_flag_is_kept_by_the_index(make_rag, t
         ("blank.pdf", "no text layer; OCR is off (setting ocr)"), ("varnholm.pdf", "no text layer; OCR is off (setting ocr)")}
     rag = make_rag()  # ocr on, the default
     assert isinstance(rag.ocr, OcrEngine)
-    rag.ocr = ScriptedOcr([], PAGE1, PAGE2)  # blank.pdf is read first
+    rag.ocr = ScriptedOcr(PAGE1, PAGE2)  # blank.pdf's page is one flat colour: not sent to OCR at all
     report = rag.add([blank, scanned])
-    assert [(Path(f.path).name, f.reason) for f in report.failed] == [("blank.pdf", "no text layer; OCR found no text")]
+    assert [(Path(f.path).name, f.reason) for f in report.failed] == [
+        ("blank.pdf", "no text layer; OCR found no text (1 page images too small or blank to read)")]
     assert len(report.added) == 1
     reopened = make_rag()
     chunks = list(reopened.store.chunks.values())
@@ -146,3 +148,81 @@ def test_pages_read_at_ingest_are_kept_for_the_page_view(tmp_path, scanned):
         path.write_text("{not json")
     assert loading.load(scanned, ocr=later).text == doc.text  # a damaged cache file is read again
     assert later.inner.calls == 2
+
+
+# --------------------------------------------------------------------------- the OCR budget of a file
+
+
+def make_tiny_image_pdf(path: Path, pages: int) -> Path:
+    """An OCR bomb: `pages` pages, each one 8x8 white picture drawn over the whole page, no text."""
+    from PIL import Image
+
+    image = Image.new("L", (8, 8), 255)
+    image.save(path, save_all=True, append_images=[image] * (pages - 1), resolution=1)  # 8 x 8 inch pages
+    return path
+
+
+def test_an_ocr_bomb_of_tiny_white_images_never_reaches_the_ocr_model(tmp_path):
+    """2,000 pages, each a tiny white picture (at ~4 s of OCR a page, over two hours): each page is
+    seen not to be worth reading, the model is never even loaded, and the file is named with why."""
+    bomb = make_tiny_image_pdf(tmp_path / "bomb.pdf", 2000)
+    engine = OcrEngine()
+    with pytest.raises(LoadError, match=r"bomb.pdf: no text layer; OCR found no text \(2,000 page images too "
+                                        r"small or blank to read\)"):
+        loading.load(bomb, ocr=engine)
+    assert engine._engine is None  # the OCR model was never loaded
+
+
+class SlowOcr(ScriptedOcr):
+    """A scripted engine whose pages each take `seconds`."""
+
+    def __init__(self, seconds: float, *pages: list[str], **budget) -> None:
+        super().__init__(*pages)
+        self.seconds = seconds
+        self.max_pages = budget.get("max_pages", self.max_pages)
+        self.max_seconds = budget.get("max_seconds", self.max_seconds)
+
+    def read_page(self, page, key=None) -> OcrPage:
+        import time
+
+        time.sleep(self.seconds)
+        return super().read_page(page, key)
+
+
+def test_the_page_budget_keeps_the_pages_read_and_names_the_file(make_rag, tmp_path):
+    pdf = make_scanned_pdf(tmp_path / "long.pdf", [PAGE1, PAGE2, PAGE1, PAGE2])
+    engine = SlowOcr(0.0, PAGE1, PAGE2, PAGE1, PAGE2, max_pages=2)
+    doc = loading.load(pdf, ocr=engine)
+    assert engine.calls == 2 and doc.ocr_pages == (1, 2)
+    assert doc.partial == "only part indexed: OCR stopped after 2 page(s) (setting ocr_max_pages)"
+    assert "nineteen nautical miles" in doc.text
+    rag = make_rag(ocr_max_pages=2)
+    rag.executor.ocr = rag.ocr = SlowOcr(0.0, PAGE1, PAGE2, max_pages=2)
+    report = rag.add([pdf])
+    assert len(report.added) == 1 and not report.failed
+    assert [(Path(f.path).name, f.reason) for f in report.partial] == [
+        ("long.pdf", "only part indexed: OCR stopped after 2 page(s) (setting ocr_max_pages)")]
+    assert rag.retrieve("nautical miles range", 1)[0].chunk.page == 2  # its good pages are answerable
+
+
+def test_the_time_budget_stops_a_slow_file(tmp_path):
+    pdf = make_scanned_pdf(tmp_path / "slow.pdf", [PAGE1] * 6)
+    engine = SlowOcr(0.2, *[PAGE1] * 6, max_seconds=0.3)
+    doc = loading.load(pdf, ocr=engine)
+    assert 1 <= engine.calls < 6 and len(doc.ocr_pages) == engine.calls
+    assert doc.partial.startswith("only part indexed: OCR stopped after") and "(setting ocr_max_seconds)" in doc.partial
+    with pytest.raises(LoadError, match=r"OCR found no text before it stopped: OCR stopped after \d+ s, 0 page\(s\) "
+                                        r"read \(setting ocr_max_seconds\)"):
+        loading.load(pdf, ocr=SlowOcr(0.0, PAGE1, max_seconds=1e-9))
+
+
+def test_ingest_names_a_file_cut_short_and_exits_3(make_rag, tmp_path, monkeypatch, capsys):
+    from rag.app import cli
+
+    pdf = make_scanned_pdf(tmp_path / "long.pdf", [PAGE1, PAGE2])
+    rag = make_rag(ocr_max_pages=1)
+    rag.executor.ocr = rag.ocr = SlowOcr(0.0, PAGE1, PAGE2, max_pages=1)
+    monkeypatch.setattr(cli, "_open", lambda settings: rag)
+    code = cli.main(["ingest", str(pdf)])
+    err = capsys.readouterr().err
+    assert code == 3 and f"partly    {pdf}: only part indexed: OCR stopped after 1 page(s) (setting ocr_max_pages)" in err

@@ -72,3 +72,24 @@ def test_question_over_a_scanned_pdf_cites_its_page_from_ocr(tmp_path, scanned, 
     rag.ocr._read = no_second_reading  # this RAG's own engine; the real reading is done
     html = PageView(rag.ocr).html(cited[0], [cited[0].text])
     assert boxes_of(html)
+
+
+def test_an_ocr_bomb_beside_a_good_scan_is_stopped_and_the_scan_is_answered(tmp_path, scanned, real_embedder):
+    """The 2,000-page bomb of tiny white images costs no OCR and is named; the scan beside it is read by
+    the real OCR engine, and a question over it is answered from its page (a scripted model answers)."""
+    from pathlib import Path
+
+    from rag.testing import FakeLLM
+    from tests.test_ocr import make_tiny_image_pdf
+    from tests.test_ui import copy_sentence
+
+    bomb = make_tiny_image_pdf(tmp_path / "bomb.pdf", 2000)
+    settings = Settings.load(index_dir=tmp_path / "index", cache_dir=tmp_path / "cache")
+    rag = RAG.open(settings=settings, embedder=real_embedder, llm=FakeLLM([copy_sentence("nineteen")]), seed=False)
+    report = rag.add([bomb, scanned])
+    assert [(Path(f.path).name, f.reason) for f in report.failed] == [
+        ("bomb.pdf", "no text layer; OCR found no text (2,000 page images too small or blank to read)")]
+    assert [Path(i.source).name for i in report.added] == ["varnholm.pdf"] and not report.partial
+    answer = rag.ask("What is the range of the Varnholm light?")
+    assert not answer.abstained, answer.refusal_reason
+    assert answer.citations and all(c.page == 2 and c.ocr for c in answer.citations)

@@ -3,13 +3,21 @@
     GET  /v1/models              the caller's collections, default first (`model` names a collection)
     POST /v1/chat/completions    the last user message is the question, earlier user/assistant turns
                                  the history (RAG.condense), then RAG.stream; `stream: true` for SSE
+  for admins (admin_users; anyone without a login), 403 for others:
+    PUT    /v1/model             {"model": NAME}: switch the model everyone uses
+    POST   /v1/collections       {"name": NAME}: create a shared collection
+    DELETE /v1/collections/NAME  delete a shared collection
 
 An answer is an ordinary chat completion whose content ends with a plain-text source list, so a client
 that ignores extra fields still shows where it came from; the extra fields `citations` (Citation.to_json),
 `abstained` and `question` (the standalone question searched) ride on the completion object (on the
 last chunk when streaming). A refusal is the reply "Not in the documents." with no sources.
-Errors are OpenAI's shape, {"error": {"message", "type", "code"}}: 400 bad input (a malformed body or a
-RagError's message), 401 a missing or wrong key (rag/app/api_auth.py), 404 an unknown collection.
+Every reply (and the last chunk of a stream) also carries OpenAI's `usage` (rag/app/usage.py).
+Errors are OpenAI's shape, {"error": {"message", "type", "code"}}: 400 bad input (a malformed body, JSON
+nested too deep, or a RagError's message), 401 a missing or wrong key (rag/app/api_auth.py), 404 an
+unknown collection (a name echoed in an error is cut to NAME_CHARS), 413 a body over its limit (counted
+as it arrives, on every route of the app, the UI's mounted beside it too: `BodyLimit`), 503 when
+`max_generations` answers are under way and another waited `queue_timeout` seconds (with Retry-After).
 
 `rag serve` serves this app with the Gradio UI mounted on it at / (rag/app/server.py); `rag serve --api`
 the API alone.
@@ -20,29 +28,33 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.concurrency import run_in_threadpool
 
 from rag.answer.answerer import REFUSAL
 from rag.answer.query_rewriting import Turn
 from rag.app.api_auth import ApiAuth, Unauthorized
+from rag.app.api_admin import add_admin_routes
+from rag.app.api_errors import ApiError, error_body, parse_body, validation_message
+from rag.app.limits import UPLOAD_PATHS, BodyLimit, Busy, GenerationSlots, Limits
 from rag.app.render import INTERNAL_ERROR, highlight_spans
-from rag.errors import InputError, RagError
+from rag.app.usage import usage
+from rag.errors import InputError, RagError, shorten, shown
 from rag.types import Answer, short_source
 
 if TYPE_CHECKING:  # pragma: no cover
+    from rag.config import Settings
     from rag.pipeline import RAG
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1_000_000  # a request body over this is refused before it is parsed
 SOURCES_HEADING = "\n\nSources:\n"
 QUOTE_CHARS = 300  # the quoted sentence(s) of a cited passage in the plain-text source list
 OWNER = "rag-local"
@@ -63,12 +75,16 @@ class SingleCollection:
         self.rag = rag
         self.name = name
 
+    @property
+    def settings(self) -> "Settings":
+        return self.rag.settings
+
     def names(self, user: str | None) -> list[str]:
         return [self.name]
 
     def open(self, name: str, user: str | None) -> "RAG":
         if name != self.name:
-            raise InputError(f"no collection {name!r}; yours: {self.name}")
+            raise InputError(f"no collection {shown(name)}; yours: {self.name}")
         return self.rag
 
 
@@ -90,17 +106,6 @@ class ChatRequest(BaseModel):
     model: str
     messages: list[Message] = Field(min_length=1)
     stream: bool = False
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None,
-                 type_: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.status, self.message, self.code, self.type = status, message, code, type_
-
-
-def error_body(message: str, type_: str = "invalid_request_error", code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "code": code}}
 
 
 def _text(message: Message, index: int) -> str:
@@ -164,12 +169,12 @@ def extras(answer: Answer) -> dict[str, Any]:
             "question": answer.question}
 
 
-def completion(model: str, answer: Answer) -> dict[str, Any]:
+def completion(model: str, answer: Answer, tokens: dict[str, int] | None = None) -> dict[str, Any]:
     content = REFUSAL if answer.abstained else answer.text + sources_text(answer)
     return {"id": _new_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                          "finish_reason": "stop"}],
-            **extras(answer)}
+            **({"usage": tokens} if tokens is not None else {}), **extras(answer)}
 
 
 def _new_id() -> str:
@@ -193,15 +198,21 @@ def final_delta(answer: Answer, streamed: str) -> str:
 
 # --------------------------------------------------------------------------- the app
 
-def build_api(provider: CollectionProvider, auth: ApiAuth | None = None) -> FastAPI:
-    """The FastAPI app serving /v1 over `provider`'s collections; `rag serve` mounts the UI on it."""
+def build_api(provider: CollectionProvider, auth: ApiAuth | None = None, limits: Limits | None = None) -> FastAPI:
+    """The FastAPI app serving /v1 over `provider`'s collections; `rag serve` mounts the UI on it.
+    `limits`: default, from the provider's settings."""
     auth = auth or ApiAuth()
+    if limits is None:
+        from rag.config import Settings
+
+        limits = Limits.of(getattr(provider, "settings", None) or Settings())
+    slots = GenerationSlots(limits.generations, limits.queue_timeout)
     app = FastAPI(title="rag-local OpenAI-compatible API", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(error_body(exc.message, exc.type, exc.code), status_code=exc.status, headers=headers)
+        return JSONResponse(error_body(exc.message, exc.type, exc.code), status_code=exc.status,
+                            headers=exc.headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -209,9 +220,10 @@ def build_api(provider: CollectionProvider, auth: ApiAuth | None = None) -> Fast
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(error_body(f"{request.method} {request.url.path}: {exc.detail}"), status_code=exc.status_code)
+        return JSONResponse(error_body(f"{request.method} {shorten(request.url.path)}: {exc.detail}"),
+                            status_code=exc.status_code)
 
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, limit=limits.body_bytes, larger={p: limits.upload_bytes for p in UPLOAD_PATHS})
 
     def user_of(request: Request) -> str | None:
         try:
@@ -240,21 +252,33 @@ def build_api(provider: CollectionProvider, auth: ApiAuth | None = None) -> Fast
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: Request) -> dict[str, Any] | StreamingResponse:
         user = user_of(request)  # before the body is read: a caller without a key learns nothing more
-        body = parse_body(await request.body(), request.headers.get("content-type", ""))
+        body = parse_body(await request.body(), request.headers.get("content-type", ""), ChatRequest)
         rag = open_model(body.model, user)
         question, history = conversation(body.messages, rag.settings.max_question_chars)
+        try:
+            await slots.acquire()  # until the answer (or its stream) is done
+        except Busy as exc:
+            raise ApiError(503, str(exc), "server_busy", "server_error", {"Retry-After": str(exc.retry_after)}) from None
+        streaming = False
         try:
             standalone = await run_in_threadpool(rag.condense, question, history)
             if not body.stream:
                 answer = await run_in_threadpool(rag.ask, standalone)
-                return completion(body.model, answer)
+                return completion(body.model, answer, await run_in_threadpool(usage, rag, answer))
             items = rag.stream(standalone)
             # The first item before the response starts: errors of the search become a 400, not a broken stream.
             first = await run_in_threadpool(next, items)
+            events = slots.held(_events(body.model, items, first, lambda answer: usage(rag, answer)))
+            streaming = True
         except RagError as exc:
             raise ApiError(400, str(exc), type(exc).__name__) from None
-        return StreamingResponse(_events(body.model, items, first), media_type="text/event-stream",
+        finally:
+            if not streaming:
+                slots.release()
+        return StreamingResponse(events, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    add_admin_routes(app, provider, user_of, _model)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -264,24 +288,6 @@ def build_api(provider: CollectionProvider, auth: ApiAuth | None = None) -> Fast
     return app
 
 
-class BodyLimit:
-    """Refuses a /v1 request whose Content-Length is over MAX_BODY_BYTES before anything reads it. Plain
-    ASGI (no BaseHTTPMiddleware), so the streams of the API and of the UI mounted beside it pass as they are."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
-            length = dict(scope["headers"]).get(b"content-length", b"")
-            if length.isdigit() and int(length) > MAX_BODY_BYTES:
-                response = JSONResponse(error_body(f"the request body is {int(length):,} bytes; the limit is "
-                                                   f"{MAX_BODY_BYTES:,}", code="body_too_large"), status_code=400)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
 def _model(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": OWNER}
 
@@ -289,9 +295,10 @@ def _model(name: str) -> dict[str, Any]:
 _END = object()
 
 
-async def _events(model: str, items: Iterator[str | Answer], first: str | Answer) -> AsyncIterator[str]:
+async def _events(model: str, items: Iterator[str | Answer], first: str | Answer,
+                  tokens: Callable[[Answer], dict[str, int]]) -> AsyncIterator[str]:
     """OpenAI's SSE framing: a role chunk, a chunk per text delta, a last chunk with the source list,
-    finish_reason and the extra fields, then `data: [DONE]`. The generator holds the model's lock, so it
+    finish_reason, `usage` (`tokens`) and the extra fields, then `data: [DONE]`. The generator holds the model's lock, so it
     is closed however the stream ends (a client that goes away stops the generation)."""
     cid, created = _new_id(), int(time.time())
 
@@ -309,7 +316,8 @@ async def _events(model: str, items: Iterator[str | Answer], first: str | Answer
             streamed += str(item)
             yield chunk({"content": item})
             item = await run_in_threadpool(next, items, _END)
-        yield chunk({"content": final_delta(item, streamed)}, "stop", **extras(item), answer=item.text)
+        spent = await run_in_threadpool(tokens, item)
+        yield chunk({"content": final_delta(item, streamed)}, "stop", usage=spent, **extras(item), answer=item.text)
         yield _sse("[DONE]")
     except Exception as exc:  # noqa: BLE001 - the status is sent; the error goes in the stream
         message = str(exc) if isinstance(exc, RagError) else INTERNAL_ERROR
@@ -319,39 +327,3 @@ async def _events(model: str, items: Iterator[str | Answer], first: str | Answer
         yield _sse("[DONE]")
     finally:
         items.close()  # type: ignore[attr-defined]
-
-
-def parse_body(raw: bytes, content_type: str) -> ChatRequest:
-    """The request body as a ChatRequest; a 400 naming the problem otherwise."""
-    hint = "" if "json" in content_type else " (send it with the header Content-Type: application/json)"
-    try:
-        data = json.loads(raw) if raw.strip() else None
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, validation_message([{"type": "json_invalid", "loc": ("body",)}]) + hint,
-                       "invalid_body") from None
-    if data is None:
-        raise ApiError(400, validation_message([{"type": "missing", "loc": ("body",)}]) + hint, "invalid_body")
-    try:
-        return ChatRequest.model_validate(data)
-    except ValidationError as exc:
-        raise ApiError(400, validation_message(exc.errors()) + hint, "invalid_body") from None
-
-
-def validation_message(errors: Any) -> str:
-    """FastAPI's validation errors as one line naming each bad field."""
-    parts = []
-    for err in list(errors)[:3]:
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-        kind = err.get("type", "")
-        if kind == "json_invalid":
-            return "the request body is not valid JSON; send a JSON object with 'model' and 'messages'"
-        if not loc and kind == "missing":
-            return "the request body is missing; send a JSON object with 'model' and 'messages'"
-        if not loc and kind in ("model_type", "model_attributes_type", "dict_type"):
-            return "the request body must be a JSON object with 'model' and 'messages'"
-        msg = err.get("msg", "invalid")
-        if kind == "too_short" and loc == ["messages"]:
-            msg = "must hold at least one message"
-        parts.append(f"{'.'.join(loc) or 'body'}: {msg}")
-    more = len(errors) - len(parts)
-    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")

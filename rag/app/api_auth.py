@@ -1,4 +1,6 @@
-"""Who may call the HTTP API (rag/app/api.py), and where `rag serve` may bind.
+"""Who may call the HTTP API (rag/app/api.py), and where `rag serve` may bind. The values come from the
+settings api_key and auth (Settings, env RAG_API_KEY and RAG_AUTH); they are serving keys only, never
+sent to a model server (that key is llm_api_key, RAG_LLM_API_KEY).
 
     RAG_API_KEY=k                   one key, no user (user None)
     RAG_API_KEY=alice=k1,bob=k2     a key per user: the key says who calls, and so which collections

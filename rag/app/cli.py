@@ -129,7 +129,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{event.step:<9} {info.id}  {info.chunks:4d} chunks  {shown(info.source)}", flush=True)
 
     try:
-        _open(settings).add(args.paths, progress=True, on_event=on_event)
+        report = _open(settings).add(args.paths, progress=True, on_event=on_event)
     except KeyboardInterrupt:
         saved = counts["added"] + counts["replaced"]
         print(f"{chr(10) if live else ''}interrupted; the {saved} file(s) reported as added or replaced above are saved in the index, "
@@ -137,10 +137,12 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         return 130
     if counts["unchanged"]:
         print(f"unchanged {counts['unchanged']} document(s) already indexed")
+    for part in report.partial:  # indexed, but not all of it
+        print(f"partly    {shown(part.path)}: {_plain(part.reason)}", file=sys.stderr)
     if counts["failed"]:
         print(f"{counts['failed']} file(s) could not be indexed; the others were saved", file=sys.stderr)
         return EXIT_PARTIAL
-    return EXIT_OK
+    return EXIT_PARTIAL if report.partial else EXIT_OK
 
 
 def sync_line(event: IngestEvent) -> str | None:

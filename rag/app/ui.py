@@ -17,6 +17,9 @@ Safety rules:
 * every handler takes the user from `gr.Request.username` on each call, never from a value the client
   sends; the collection the client names is opened for that user (rag/collections.py: another user's
   private collection is "no collection"), and uploads/deletes need write access to it;
+* the global actions (switching the model, creating and deleting shared collections) are for admins
+  (`admin_users`; anyone without a login): others see them disabled with the reason, and the handlers
+  check again (rag/collections.py raises NotAllowed), since a client can send any event;
 * all events that use the LLM share one queue slot (`concurrency_id="llm"`, limit 1), so the
   question rewrite and the answer of one user never overlap with another's.
 """
@@ -41,7 +44,7 @@ from rag.app.render import (
     timings_html,
     user_message,
 )
-from rag.app.ui_collections import collection_outputs, open_for, upload_target, user_of
+from rag.app.ui_collections import admin_note, collection_outputs, open_for, upload_target, user_of
 from rag.app.uploads import (
     UPLOAD_DIRNAME,
     ingest_uploads,
@@ -50,7 +53,7 @@ from rag.app.uploads import (
 )
 from rag.collections import Collections
 from rag.config import BUNDLED_MODELS, Settings
-from rag.errors import ConfigError
+from rag.errors import ConfigError, shorten
 from rag.ingest.loading import MAX_FILE_BYTES, SUPPORTED_EXTENSIONS
 from rag.pipeline import RAG
 from rag.types import Answer, short_source
@@ -254,7 +257,7 @@ def build_app(source: RAG | Collections, collection: str | None = None) -> "gr.B
             outcomes = ingest_uploads(rag, files or [], collections.directory(target) / UPLOAD_DIRNAME, progress)
             report = outcomes_html(outcomes)
             if target != chosen and chosen:
-                report = (f'<div class="rag-muted">You cannot add to {esc(chosen)}; the files went to your own '
+                report = (f'<div class="rag-muted">You cannot add to {esc(shorten(chosen))}; the files went to your own '
                           f"collection {esc(target)}.</div>") + report
             if any(not o.ok for o in outcomes):
                 gr.Warning("Some files were not indexed; see the report.")
@@ -296,15 +299,45 @@ def build_app(source: RAG | Collections, collection: str | None = None) -> "gr.B
         msg = f'<div class="rag-report rag-ok">Deleted {esc(short_source(info.source))} ({info.chunks} chunks).</div>'
         return msg, *_docs_outputs(chosen, selected, user)
 
-    def on_model(name: str):
+    @_with_request
+    def on_model(name: str, request=None):
         if not name or name == collections.settings.model:
             return f'<div class="rag-muted">Model in use: {esc(collections.settings.model)}</div>'
         try:
-            collections.use_model(name)
+            collections.use_model(name, user_of(request))  # admins only (NotAllowed otherwise)
         except Exception as exc:  # noqa: BLE001
             return error_html(user_message(exc))
         return (f'<div class="rag-muted">Model switched to {esc(name)}; it loads with the next question '
                 "(a few seconds). This applies to everyone using this server.</div>")
+
+    @_with_request
+    def on_roles(request=None):
+        """The global controls (model, shared collections) as this user may use them: disabled, with
+        the reason, for a user who is not an admin."""
+        admin, note = admin_note(collections, user_of(request))
+        model_note = f'<div class="rag-muted">Model in use: {esc(collections.settings.model)}</div>'
+        return gr.update(interactive=admin), model_note + note, *[gr.update(interactive=admin)] * 3
+
+    @_with_request
+    def on_create_collection(name: str | None, request=None):
+        user = user_of(request)
+        name = (name or "").strip()
+        try:
+            collections.create_shared(name, user)
+        except Exception as exc:  # noqa: BLE001 - NotAllowed for a non-admin, InputError for a bad name
+            return error_html(user_message(exc)), gr.skip(), *_docs_outputs(None, [], user)
+        return (f'<div class="rag-report rag-ok">Created the shared collection {esc(name)}; every user sees it.</div>',
+                "", *_docs_outputs(name, [], user))
+
+    @_with_request
+    def on_remove_collection(chosen: str | None, request=None):
+        user = user_of(request)
+        try:
+            collections.remove(chosen or "", user)
+        except Exception as exc:  # noqa: BLE001
+            return error_html(user_message(exc)), *_docs_outputs(chosen, [], user)
+        return (f'<div class="rag-report rag-ok">Deleted the shared collection {esc(shorten(chosen))}.</div>',
+                *_docs_outputs(None, [], user))
 
     @_with_request
     def ask_endpoint(question: str, top_k: int = settings.top_k, documents: list[str] | None = None,
@@ -362,7 +395,15 @@ def build_app(source: RAG | Collections, collection: str | None = None) -> "gr.B
                 model = gr.Dropdown(model_choices(settings), value=settings.model, label="Model",
                                     elem_id="rag-model", allow_custom_value=False)
                 model_status = gr.HTML(f'<div class="rag-muted">Model in use: {esc(settings.model)}</div>',
-                                       js_on_load=None)
+                                       js_on_load=None, elem_id="rag-model-status")
+                gr.Markdown("**Shared collections** (every user reads them; admins only)")
+                with gr.Row():
+                    new_collection = gr.Textbox(placeholder="name of a new shared collection", show_label=False,
+                                                scale=3, max_length=64, elem_id="rag-new-collection")
+                    create_collection = gr.Button("Create", scale=1, elem_id="rag-create-collection")
+                    remove_collection = gr.Button("Delete the chosen collection", variant="stop", scale=1,
+                                                  elem_id="rag-remove-collection")
+                admin_report = gr.HTML("", elem_id="rag-admin-report", js_on_load=None)
                 gr.Markdown("**Timings of the last answer**")
                 timings = gr.HTML(timings_html(None), elem_id="rag-timings", js_on_load=None)
 
@@ -381,6 +422,12 @@ def build_app(source: RAG | Collections, collection: str | None = None) -> "gr.B
                          api_visibility="private", concurrency_id="write", concurrency_limit=1)
         model.change(on_model, [model], [model_status], api_visibility="private",
                      concurrency_id=LLM_QUEUE, concurrency_limit=1)
+        create_collection.click(on_create_collection, [new_collection], [admin_report, new_collection, *docs_outputs],
+                                api_visibility="private", concurrency_id="write", concurrency_limit=1)
+        remove_collection.click(on_remove_collection, [picker], [admin_report, *docs_outputs],
+                                api_visibility="private", concurrency_id="write", concurrency_limit=1)
+        demo.load(on_roles, None, [model, model_status, new_collection, create_collection, remove_collection],
+                  api_visibility="private", queue=False)
         demo.load(on_refresh, [picker, search_in], docs_outputs, api_visibility="private", queue=False)
         picker.input(on_refresh, [picker], docs_outputs, api_visibility="private", queue=False)
         gr.api(ask_endpoint, api_name="ask", concurrency_id=LLM_QUEUE, concurrency_limit=1)

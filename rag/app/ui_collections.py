@@ -42,3 +42,12 @@ def collection_outputs(collections: Collections, wanted: str | None, user: str |
     else:
         note = f" (shared, read-only for you: uploads go to {private_name(user)})"  # type: ignore[arg-type]
     return names, name, note
+
+
+def admin_note(collections: Collections, user: str | None) -> tuple[bool, str]:
+    """Whether `user` may take the global actions (the model, shared collections), and if not, the
+    note saying why their controls are disabled."""
+    if collections.is_admin(user):
+        return True, ""
+    return False, ('<div class="rag-muted" id="rag-admin-only">Only an admin (setting admin_users) may switch the '
+                   "model or create and delete shared collections: they change what everyone sees.</div>")

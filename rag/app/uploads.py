@@ -127,12 +127,13 @@ def _outcome(name: str, dest: Path, report: IngestReport, existed: bool, rag: RA
         if not existed:
             dest.unlink(missing_ok=True)
         return FileOutcome(name, False, "; ".join(f.reason for f in report.failed))
+    partly = "".join(f"; {f.reason}" for f in report.partial)  # e.g. its OCR budget ran out
     if report.added:
         info = report.added[0]
-        return FileOutcome(name, True, f"indexed as {shown}: {info.chunks} chunks")
+        return FileOutcome(name, True, f"indexed as {shown}: {info.chunks} chunks{partly}")
     if report.replaced:
         info = report.replaced[0]
-        return FileOutcome(name, True, f"replaced the earlier {shown}: {info.chunks} chunks")
+        return FileOutcome(name, True, f"replaced the earlier {shown}: {info.chunks} chunks{partly}")
     # unchanged: the same bytes are already indexed (maybe under another name)
     if not existed and not any(d.source == str(dest) for d in rag.documents()):
         dest.unlink(missing_ok=True)

@@ -96,7 +96,7 @@ class IngestWorker:
         self.embedder = build_embedder(settings)
         from rag.ingest.ocr import OcrEngine  # a worker reads scanned pages too, with its own engine
 
-        self.ocr = OcrEngine(cache_dir=settings.cache_dir / "ocr") if settings.ocr else None
+        self.ocr = OcrEngine.of(settings) if settings.ocr else None
 
     def identity(self) -> tuple[str, int, int]:
         return self.embedder.name, self.embedder.dim, os.getpid()

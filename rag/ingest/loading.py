@@ -175,7 +175,7 @@ def load(path: Path, limits: Limits | None = None, ocr: OcrEngine | None = None)
     return Document(id=document_id(source, data), source=source, text=text, page_starts=page_starts,
                     content_hash=content_hash(data),
                     ocr_pages=scanned.ocr_pages if scanned else (),
-                    sections=sections)
+                    sections=sections, partial=f"only part indexed: {scanned.ocr_stopped}" if scanned and scanned.ocr_stopped else "")
 
 
 def _size(n: int) -> str:

@@ -8,6 +8,12 @@ down anyway). The text-direction classifier is off: on a plain page of English i
 upside down and they came back as noise (bench/ocr.py's page: 58% of words read with it, all without
 it); a page scanned upside down is read as noise. Lines come back top to bottom with their boxes as fractions of the page, so the page
 view can mark them on a picture of any size (rag/app/page_view.py).
+
+A file's OCR is bounded (`OcrBudget`, settings ocr_max_pages, ocr_max_seconds): past either, its
+remaining image pages are not read, the pages read so far are kept, and the file is named with the
+reason. A page whose images are too small to hold text (fewer than ocr_min_pixels pixels, as stored or
+as drawn at `dpi`) or of one flat colour is skipped without OCR and without counting against the pages:
+a PDF of 2,000 tiny white images (about 4 s of OCR each) costs milliseconds a page.
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag.errors import LoadError
@@ -51,6 +57,35 @@ class OcrPage:
         return "".join(out)
 
 
+FLAT_RANGE = 8  # a page thumbnail whose grey levels span at most this is one flat colour: nothing to read
+THUMBNAIL_SIDE = 256  # pixels, the longest side of the thumbnail that decides it
+
+
+class OcrBudgetSpent(Exception):
+    """A file's OCR budget is spent; the message says which and names the setting."""
+
+
+@dataclass
+class OcrBudget:
+    """What OCR may spend on one file: `max_pages` pages read, `max_seconds` from its first page."""
+
+    max_pages: int = 200
+    max_seconds: float = 600.0
+    min_pixels: int = 4_096
+    pages: int = 0  # pages read by OCR
+    skipped: int = 0  # image pages not worth reading (tiny or flat)
+    started: float = field(default_factory=time.monotonic)
+
+    def check(self) -> None:
+        """Raises OcrBudgetSpent when another page may not be read."""
+        if self.pages >= self.max_pages:
+            raise OcrBudgetSpent(f"OCR stopped after {self.pages:,} page(s) (setting ocr_max_pages)")
+        elapsed = time.monotonic() - self.started
+        if elapsed >= self.max_seconds:
+            raise OcrBudgetSpent(f"OCR stopped after {elapsed:,.0f} s, {self.pages:,} page(s) read "
+                                 "(setting ocr_max_seconds)")
+
+
 def file_digest(path: Path) -> str:
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()[:32]
@@ -74,7 +109,9 @@ class OcrEngine:
     """Reads the text of page images. Thread-safe; the model is loaded once, on first use."""
 
     def __init__(self, dpi: int = 200, max_side: int = 2000, min_score: float = 0.5,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, *, max_pages: int = 200, max_seconds: float = 600.0,
+                 min_pixels: int = 4_096) -> None:
+        self.max_pages, self.max_seconds, self.min_pixels = max_pages, max_seconds, min_pixels
         self.dpi = dpi
         self.max_side = max_side
         self.min_score = min_score
@@ -95,6 +132,50 @@ class OcrEngine:
 
     def scale(self, width_pt: float, height_pt: float) -> float:
         return min(self.dpi / 72.0, self.max_side / max(width_pt, height_pt, 1.0))
+
+    @classmethod
+    def of(cls, settings) -> "OcrEngine":  # noqa: ANN001 - rag.config.Settings (config sits above ingest)
+        """The engine `settings` ask for: its cache under cache_dir, its per-file budget."""
+        return cls(cache_dir=Path(settings.cache_dir) / "ocr", max_pages=settings.ocr_max_pages,
+                   max_seconds=settings.ocr_max_seconds, min_pixels=settings.ocr_min_pixels)
+
+    def budget(self) -> OcrBudget:
+        """A new budget for one file."""
+        return OcrBudget(self.max_pages, self.max_seconds, self.min_pixels)
+
+    def read_within(self, page, key: str | None, budget: OcrBudget) -> OcrPage:
+        """`read_page` within `budget`: a page not worth reading gives no lines (and costs nothing); a
+        page read from the cache costs nothing either; raises OcrBudgetSpent when the budget is spent."""
+        if self._cached(key) is None:
+            budget.check()
+            if not self.worth_reading(page, budget.min_pixels):
+                budget.skipped += 1
+                return OcrPage(())
+            budget.pages += 1
+        return self.read_page(page, key)
+
+    def worth_reading(self, page, min_pixels: int) -> bool:
+        """Whether `page` (a pypdfium2 PdfPage) has an image big enough to hold text, as stored and as
+        drawn at `dpi`, and is not one flat colour."""
+        import pypdfium2 as pdfium
+
+        biggest = 0
+        for obj in page.get_objects(max_depth=2):
+            if not isinstance(obj, pdfium.PdfImage):
+                continue
+            try:
+                width, height = obj.get_px_size()
+                left, bottom, right, top = obj.get_bounds()
+            except Exception:  # noqa: BLE001 - an image pdfium cannot measure: let OCR try it
+                return True
+            drawn = (right - left) * (top - bottom) * (self.dpi / 72.0) ** 2
+            biggest = max(biggest, min(width * height, drawn))
+        if biggest < min_pixels:
+            return False
+        width_pt, height_pt = page.get_size()
+        thumbnail = page.render(scale=THUMBNAIL_SIDE / max(width_pt, height_pt, 1.0)).to_pil().convert("L")
+        low, high = thumbnail.getextrema()
+        return high - low > FLAT_RANGE
 
     def read_page(self, page, key: str | None = None) -> OcrPage:
         """OCR one `pypdfium2.PdfPage`; `key` (`page_key`) names it in the cache."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rag.errors import LoadError
-from rag.ingest.ocr import OcrEngine, file_digest, page_key, unavailable_reason
+from rag.ingest.ocr import OcrBudgetSpent, OcrEngine, file_digest, page_key, unavailable_reason
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,8 @@ class PdfText:
     unread: tuple[int, ...] = ()  # image pages without text: OCR found none, or did not run
     ocr_off: bool = False  # image pages were left unread because OCR is off or unavailable
     ocr_problem: str = ""
+    ocr_stopped: str = ""  # why OCR stopped before the last image page (its budget), "" if it did not
+    ocr_skipped: int = 0  # image pages too small or flat to be worth OCR
 
     def empty_reason(self) -> str:
         """Why a PDF gave no text, for the ingest report."""
@@ -35,7 +37,10 @@ class PdfText:
             return "PDF has no text layer and no page images"
         if self.ocr_off:
             return f"no text layer; {self.ocr_problem or 'OCR is off (setting ocr)'}"
-        return "no text layer; OCR found no text"
+        skipped = f" ({self.ocr_skipped:,} page images too small or blank to read)" if self.ocr_skipped else ""
+        if self.ocr_stopped:
+            return f"no text layer; OCR found no text before it stopped: {self.ocr_stopped}{skipped}"
+        return f"no text layer; OCR found no text{skipped}"
 
 
 def usable(text: str) -> bool:
@@ -87,6 +92,8 @@ def _ocr_pages(name: str, path: Path, pages: list[str], weak: list[int], max_cha
     ocr_pages: list[int] = []
     unread: list[int] = []
     digest = file_digest(path) if not problem else ""
+    budget = ocr.budget() if ocr is not None and not problem else None
+    stopped = ""
     try:
         document = pdfium.PdfDocument(str(path))
     except Exception as exc:  # pdfium cannot open what pypdf read: keep the text layer alone
@@ -102,7 +109,13 @@ def _ocr_pages(name: str, path: Path, pages: list[str], weak: list[int], max_cha
                     unread.append(number)
                     log.info("%s: page %d has no usable text layer and is not OCR'd: %s", name, number, problem)
                     continue
-                text = ocr.read_page(page, page_key(digest, number)).text
+                try:
+                    text = ocr.read_within(page, page_key(digest, number), budget).text
+                except OcrBudgetSpent as spent:  # the pages read so far are kept; the rest are not read
+                    stopped = str(spent)
+                    unread.extend(n for n in weak if n >= number)
+                    log.warning("%s: %s; pages from %d on are not read", name, stopped, number)
+                    break
             finally:
                 page.close()
             if not usable(text) and len(text.strip()) <= len(pages[number - 1].strip()):
@@ -115,7 +128,8 @@ def _ocr_pages(name: str, path: Path, pages: list[str], weak: list[int], max_cha
             ocr_pages.append(number)
     finally:
         document.close()
-    return PdfText(pages, tuple(ocr_pages), tuple(unread), ocr_off=bool(problem), ocr_problem=problem)
+    return PdfText(pages, tuple(ocr_pages), tuple(unread), ocr_off=bool(problem), ocr_problem=problem,
+                   ocr_stopped=stopped, ocr_skipped=budget.skipped if budget is not None else 0)
 
 
 def _has_image(page) -> bool:

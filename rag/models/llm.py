@@ -81,6 +81,8 @@ def _is_url(model: str) -> bool:
 
 
 def _build_server_llm(settings: "Settings") -> "ServerPool":
+    from rag.config import reveal
+
     try:
         from llama_index.llms.openai_like import OpenAILike
     except ImportError as exc:
@@ -94,7 +96,8 @@ def _build_server_llm(settings: "Settings") -> "ServerPool":
             clients.append(OpenAILike(
                 api_base=url,
                 model=settings.server_model,
-                api_key=settings.api_key,
+                # its own key (RAG_LLM_API_KEY), never the API's serving keys (RAG_API_KEY)
+                api_key=reveal(settings.llm_api_key) or "not-needed",
                 is_chat_model=True,
                 context_window=settings.context_window,
                 max_tokens=settings.max_new_tokens,
@@ -106,7 +109,7 @@ def _build_server_llm(settings: "Settings") -> "ServerPool":
             ))
         except Exception as exc:  # pydantic validation etc.
             raise ModelError(f"cannot set up the server model {url}: {exc}") from exc
-    return ServerPool(settings.server_urls, clients, settings.server_timeout)
+    return ServerPool(settings.server_urls, clients, settings.server_timeout, secret=reveal(settings.llm_api_key))
 
 
 class ServerUnreachable(ModelError):
@@ -128,7 +131,8 @@ def server_error(url: str, exc: BaseException, timeout: float) -> ModelError:
         return ServerUnreachable(f"the model server {url} is not reachable ({_first_line(cause)}); "
                                  "is it running, and is the URL right?")
     if isinstance(exc, openai.APIStatusError):
-        return ModelError(f"the model server {url} answered with an error: {exc.status_code} {_first_line(exc)}")
+        hint = " (the key sent is the setting llm_api_key, RAG_LLM_API_KEY)" if exc.status_code in (401, 403) else ""
+        return ModelError(f"the model server {url} answered with an error: {exc.status_code} {_first_line(exc)}{hint}")
     return ModelError(f"the model server {url} failed: {type(exc).__name__}: {_first_line(exc)}")
 
 
@@ -147,12 +151,15 @@ class ServerPool:
     llama-index LLM subclass: the in-process helpers (refusal probability, saved prompt state) find no
     llama.cpp model in it and stay off."""
 
-    def __init__(self, urls: Sequence[str], clients: Sequence[Any], timeout: float) -> None:
+    def __init__(self, urls: Sequence[str], clients: Sequence[Any], timeout: float, *,
+                 secret: str | None = None) -> None:
+        """`secret`: the key sent to the servers, cut out of any error a server's reply might echo it in."""
         if not clients or len(urls) != len(clients):
             raise ValueError("ServerPool needs one client per URL")
         self.urls = tuple(urls)
         self._clients = list(clients)
         self.timeout = timeout
+        self._secret = secret
         self._next = 0
         self._lock = threading.Lock()
 
@@ -166,6 +173,12 @@ class ServerPool:
             self._next = (start + 1) % len(self._clients)
         return [(start + i) % len(self._clients) for i in range(len(self._clients))]
 
+    def _error(self, url: str, exc: BaseException) -> ModelError:
+        error = server_error(url, exc, self.timeout)
+        if self._secret and self._secret in str(error):
+            error = type(error)(str(error).replace(self._secret, "***"))
+        return error
+
     def _all_down(self, errors: list[ModelError]) -> ModelError:
         if len(errors) == 1:
             return errors[0]
@@ -177,7 +190,7 @@ class ServerPool:
             try:
                 return getattr(self._clients[i], method)(*args, **kwargs)
             except Exception as exc:
-                error = server_error(self.urls[i], exc, self.timeout)
+                error = self._error(self.urls[i], exc)
                 if not isinstance(error, ServerUnreachable):
                     raise error from exc
                 errors.append(error)
@@ -193,7 +206,7 @@ class ServerPool:
             except StopIteration:
                 return
             except Exception as exc:
-                error = server_error(url, exc, self.timeout)
+                error = self._error(url, exc)
                 if not isinstance(error, ServerUnreachable):
                     raise error from exc
                 errors.append(error)
@@ -202,7 +215,7 @@ class ServerPool:
             try:
                 yield from stream
             except Exception as exc:  # mid-reply: too late to ask another server
-                raise server_error(url, exc, self.timeout) from exc
+                raise self._error(url, exc) from exc
             return
         raise self._all_down(errors)
 
