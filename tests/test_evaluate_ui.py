@@ -322,3 +322,29 @@ def test_the_app_mounts_the_tab_and_its_handlers_take_the_user_from_the_request(
     assert refreshed[0]["choices"] == []
     with pytest.raises(RuntimeError, match="no gr.Request"):
         handlers["on_eval_cancel"](None)
+
+
+# --------------------------------------------------------------------------- rag eval run --collection NAME
+
+def test_eval_run_with_a_collection_and_no_file_runs_its_own_set(settings, tmp_path):
+    from rag.app.cli import _parser
+    from rag.app.eval_commands import run_cli, with_default_subcommand
+    from tests.test_evaluation import cli_args
+
+    args = _parser().parse_args(with_default_subcommand(["eval", "--collection", "default"]))
+    assert args.eval_command == "run" and args.testset is None and args.collection == "default"
+    rag = Collections(settings, embedder=FakeEmbedder(), llm=FakeLLM([mars_refused])).open(DEFAULT)
+    rag.add([SEED_ARTICLE])
+    F.record(settings.index_dir, QUESTION, rag.ask(QUESTION).text, [], "right")  # as the chat's "Right" does
+    F.record(settings.index_dir, "What is the capital of Mars?", "Olympus.", [], "should_refuse")
+    F.record(settings.index_dir, "Who runs it?", "Nobody.", [], "wrong")
+    with pytest.raises(InputError, match="--collection NAME"):
+        run_cli(cli_args(None), settings, embedder=FakeEmbedder(), llm=FakeLLM([mars_refused]))
+    out = tmp_path / "r.json"
+    code = run_cli(cli_args(None, collection=DEFAULT, index=settings.index_dir, json_out=out), settings,
+                   embedder=FakeEmbedder(), llm=FakeLLM([mars_refused]))
+    assert code == 3  # the item still waiting for its gold answer is skipped, as a problem
+    report = json.loads(out.read_text())
+    assert [i["verdict"] for i in report["items"]] == ["correct", "refused (right)"]
+    assert report["problems"] and F.NEEDS_GOLD in report["problems"][0]
+    assert H.list_runs(settings.index_dir)[0].n_items == 2
