@@ -82,7 +82,7 @@ def test_evaluate_tab_runs_a_test_set_and_one_grown_from_the_chat(page, tmp_path
     page.locator("#rag-eval-filter").get_by_text("all", exact=True).click()
     page.wait_for_function("() => document.querySelectorAll('.rag-eval-item').length === 3", timeout=30_000)
 
-    link = page.locator("#rag-eval-downloads a", has_text="report.json").first
+    link = page.locator('#rag-eval-downloads a[download="report.json"]')
     with page.expect_download(timeout=30_000) as download:
         link.click()
     report = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))

@@ -178,6 +178,13 @@ def test_a_chat_question_asked_during_a_run_is_answered_before_it_ends(settings,
     done_when_answered = job.snapshot().done
     assert GOLD in answer.text
     assert done_when_answered < len(items), "the chat question waited for the whole run"
+    with collections.llm_lock:  # a chat answer in progress: the run waits, and the page says so
+        deadline = time.monotonic() + 10
+        while not job.snapshot().waiting and time.monotonic() < deadline:
+            time.sleep(0.05)
+        from rag.app.ui_evaluate import progress_html
+
+        assert "waiting for the model" in progress_html(job.snapshot())
     assert job.wait(30) and job.state == DONE
     assert job.snapshot().done == len(items) and job.snapshot().right == len(items)
     assert H.list_ids(collections.directory(DEFAULT)) == [job.run_id]

@@ -340,7 +340,7 @@ def build_evaluate_tab(collections: Collections, picker: Any, demo: Any, jobs: E
             runs = gr.Dropdown(label="Run shown", choices=[], elem_id="rag-eval-runs", scale=3)
             which = gr.Radio(list(FILTERS), value="all", label="Items", elem_id="rag-eval-filter", scale=3)
         metrics = gr.HTML("", elem_id="rag-eval-metrics-box")
-        plots = gr.Gallery(label="Plots", columns=2, height=300, elem_id="rag-eval-plots")
+        plots = gr.Gallery(label="Plots", columns=2, height=380, object_fit="contain", elem_id="rag-eval-plots")
         items = gr.HTML("", elem_id="rag-eval-items-box")
         downloads = gr.File(label="Reports (JSON, Markdown, plots)", file_count="multiple", interactive=False,
                             elem_id="rag-eval-downloads")
