@@ -41,8 +41,10 @@ from rag.app.render import (
     timings_html,
     user_message,
 )
+from rag.app.eval_html import EVAL_CSS
 from rag.app.ui_collections import collection_outputs, open_for, upload_target, user_of
-from rag.app.ui_evaluate import EVAL_CSS, build_evaluate_tab, build_feedback_row
+from rag.app.ui_collections import with_request as _with_request
+from rag.app.ui_evaluate import build_evaluate_tab, build_feedback_row
 from rag.app.uploads import (
     UPLOAD_DIRNAME,
     ingest_uploads,
@@ -208,15 +210,6 @@ def api_ask(rag: RAG, question: str, top_k: int | None = None, documents: list[s
 
 
 # --------------------------------------------------------------------------- the app
-
-def _with_request(fn):
-    """Gradio hands the request to a parameter annotated `gr.Request`; annotations in this module are
-    strings (from __future__) and gradio is not imported at its top, so set the real class."""
-    import gradio as gr
-
-    fn.__annotations__["request"] = gr.Request
-    return fn
-
 
 def build_app(source: RAG | Collections, collection: str | None = None) -> "gr.Blocks":  # noqa: F821 - gradio is imported lazily
     """`source`: the collections to serve (or one RAG, served as the collection `default`);

@@ -42,3 +42,12 @@ def collection_outputs(collections: Collections, wanted: str | None, user: str |
     else:
         note = f" (shared, read-only for you: uploads go to {private_name(user)})"  # type: ignore[arg-type]
     return names, name, note
+
+
+def with_request(fn):
+    """Gradio hands the request to a parameter annotated `gr.Request`; annotations in the UI modules are
+    strings (from __future__) and gradio is not imported at their top, so set the real class."""
+    import gradio as gr
+
+    fn.__annotations__["request"] = gr.Request
+    return fn

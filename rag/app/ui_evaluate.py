@@ -20,40 +20,26 @@ The handlers are top-level functions of (collections, jobs, ..., user) so tests 
 """
 from __future__ import annotations
 
-import logging
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from rag.app.eval_html import FILTERS, items_html, metrics_html, progress_html
 from rag.app.render import error_html, esc, user_message
-from rag.app.ui_collections import user_of
+from rag.app.ui_collections import user_of, with_request
 from rag.collections import Collections
 from rag.errors import InputError
 from rag.evaluation import feedback as F
 from rag.evaluation import history as H
-from rag.evaluation.jobs import CANCELLED, DONE, FAILED, EvalJob, EvalJobs, Progress
-from rag.evaluation.report import cited_where, compare_reports, fmt
-from rag.evaluation.scoring import COUNT_METRICS, LATENCY_METRICS, RATE_METRICS
+from rag.evaluation.jobs import EvalJob, EvalJobs
+from rag.evaluation.report import compare_reports
 from rag.evaluation.testsets import TestSet, load_testset
-
-log = logging.getLogger(__name__)
 
 OWN_SET = "This collection's own test set (from the chat)"
 UPLOADED = "The uploaded file"
-FILTERS = ("all", "wrong", "refused", "false refusal", "unsupported")
 MARKS = {"right": "Right", "wrong": "Wrong", "should_refuse": "Should have refused"}
 POLL_SECONDS = 1.0
-
-EVAL_CSS = """
-.rag-eval-items { border-collapse: collapse; width: 100%; font-size: 0.9em; }
-.rag-eval-items td, .rag-eval-items th { vertical-align: top; padding: 4px 8px; text-align: left;
-  border-bottom: 1px solid var(--border-color-primary, #ddd); }
-.rag-eval-bad { color: #b91c1c; font-weight: 600; }
-.rag-eval-good { color: #15803d; font-weight: 600; }
-.rag-eval-draft pre, .rag-eval-compare { white-space: pre-wrap; font-size: 0.9em; margin: 0; }
-.rag-eval-waiting { color: #b45309; font-weight: 600; }
-"""
 
 
 # --------------------------------------------------------------------------- who may see and change what
@@ -96,78 +82,7 @@ def start_run(collections: Collections, jobs: EvalJobs, name: str | None, user: 
     return jobs.start(owner_of(user), name, rag, testset, folder, collections.llm_lock)
 
 
-def progress_html(p: Progress) -> str:
-    head = {DONE: "Finished", CANCELLED: "Cancelled", FAILED: "Failed"}.get(p.state, "Running")
-    parts = [f'<div id="rag-eval-status" data-state="{esc(p.state)}"><b>{head}</b>: '
-             f'{p.done} / {p.total} items done in {esc(p.collection)} · right {p.right}']
-    for key in ("contains", "refusal_recall", "false_refusal_rate"):
-        if p.metrics.get(key) is not None:
-            parts.append(f" · {esc(key)} {fmt(p.metrics[key])}")
-    if p.waiting:
-        parts.append(' · <span class="rag-eval-waiting">waiting for the model: a chat question goes first</span>')
-    if p.state != "running" and p.done:
-        parts.append(f' · run <code>{esc(p.run_id)}</code> kept')
-    parts.append("</div>")
-    if p.error:
-        parts.append(error_html(p.error))
-    if p.problems:
-        parts.append('<div class="rag-muted">Skipped test items: ' + esc("; ".join(p.problems[:5])) +
-                     (f" and {len(p.problems) - 5} more" if len(p.problems) > 5 else "") + "</div>")
-    return "".join(parts)
-
-
 # --------------------------------------------------------------------------- showing a run
-
-def metrics_html(metrics: dict[str, Any], partial: bool = False) -> str:
-    rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(fmt(metrics.get(k)))}</td><td class=\"rag-muted\">{esc(over)}</td></tr>"
-                   for k, over in {**RATE_METRICS, **LATENCY_METRICS}.items())
-    counts = " · ".join(f"{esc(k)} = {esc(metrics.get(k))}" for k in COUNT_METRICS)
-    note = '<div class="rag-eval-bad">Partial run: cancelled; the numbers cover the items done.</div>' if partial else ""
-    return (f'{note}<table class="rag-eval-items" id="rag-eval-metrics"><tr><th>metric</th><th>value</th>'
-            f'<th>over</th></tr>{rows}</table><div class="rag-muted">{counts}</div>')
-
-
-def item_matches(item: dict[str, Any], which: str | None) -> bool:
-    """The item filters: wrong (scored wrong, refusals included), refused, false refusal, unsupported
-    (answered with a sentence no passage backs)."""
-    if not which or which == "all":
-        return True
-    if which == "wrong":
-        return item.get("correct") is False
-    if which == "refused":
-        return bool(item.get("abstained"))
-    if which == "false refusal":
-        return item.get("verdict") == "false refusal"
-    if which == "unsupported":
-        supported = (item.get("signals") or {}).get("supported")
-        return not item.get("abstained") and supported is not None and supported < 1.0
-    raise InputError(f"bad filter {which!r}; choose one of: {', '.join(FILTERS)}")
-
-
-def items_html(report: dict[str, Any], which: str | None = "all") -> str:
-    items = [i for i in report.get("items", []) if item_matches(i, which)]
-    if not items:
-        return f'<div class="rag-muted" id="rag-eval-items">No items ({esc(which)}).</div>'
-    rows = []
-    for i in items:
-        good = i.get("correct")
-        cls = "rag-eval-good" if good else ("rag-eval-bad" if good is False else "")
-        gold = "(must refuse)" if i.get("must_refuse") else " / ".join(i.get("gold_answers") or [])
-        said = i.get("error") or i.get("answer") or ""
-        cites = cited_where(i.get("citations") or [])
-        reason = i.get("refusal_reason") or ""
-        draft = i.get("model_text") or ""
-        rows.append(
-            f'<tr class="rag-eval-item" data-id="{esc(i.get("id"))}"><td>{esc(i.get("id"))}</td>'
-            f'<td class="{cls}">{esc(i.get("verdict"))}</td><td>{esc(i.get("question"))}</td><td>{esc(gold)}</td>'
-            f'<td>{esc(said)}' + (f'<div class="rag-muted">cited: {esc(cites)}</div>' if cites else "") +
-            (f'<div class="rag-muted">refusal reason: {esc(reason)}</div>' if reason else "") +
-            (f'<details class="rag-eval-draft"><summary>model draft</summary><pre>{esc(draft)}</pre></details>'
-             if draft else "") + "</td></tr>")
-    return (f'<div id="rag-eval-items"><div class="rag-muted">{len(items)} item(s) ({esc(which)})</div>'
-            '<table class="rag-eval-items"><tr><th>id</th><th>verdict</th><th>question</th><th>gold</th>'
-            f'<th>answer</th></tr>{"".join(rows)}</table></div>')
-
 
 def served_copies(paths: list[Path]) -> list[str]:
     """Copies of a run's files in a temporary folder, which Gradio serves (the collection folder may be
@@ -208,27 +123,7 @@ def history_plot(collections: Collections, name: str | None, user: str | None) -
     runs = H.list_runs(folder)
     if len(runs) < 2:
         return None
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 3.2), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    xs = list(range(len(runs)))
-    for key in H.HEADLINE:
-        if key.endswith("_s"):
-            continue
-        ys = [r.metrics.get(key) for r in runs]
-        if any(y is not None for y in ys):
-            ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", label=key)
-    ax.set_xticks(xs, [r.run_id[4:13] for r in runs], fontsize=7, rotation=30)
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=7, loc="best")
-    ax.set_title("headline metrics per run", fontsize=9)
-    fig.tight_layout()
-    path = Path(tempfile.mkdtemp(prefix="rag-eval-")) / "history.png"
-    fig.savefig(path)
-    return str(path)
+    return str(H.plot_history(runs, Path(tempfile.mkdtemp(prefix="rag-eval-")) / "history.png"))
 
 
 def compare_html(collections: Collections, name: str | None, user: str | None, run_a: str | None,
@@ -299,8 +194,6 @@ def build_feedback_row(collections: Collections, picker: Any, session: Any) -> N
     """The chat's "Right / Wrong / Should have refused" buttons for the last answer (inside the Ask tab)."""
     import gradio as gr
 
-    from rag.app.ui import _with_request
-
     with gr.Row():
         gr.Markdown("Mark the last answer (it joins this collection's test set):", elem_classes="rag-muted")
         buttons = {v: gr.Button(label, size="sm", elem_id=f"rag-mark-{v}") for v, label in MARKS.items()}
@@ -313,15 +206,13 @@ def build_feedback_row(collections: Collections, picker: Any, session: Any) -> N
                 return error_html(user_message(exc))
 
         on_mark.__name__ = f"on_mark_{verdict}"
-        button.click(_with_request(on_mark), [picker, session], [status], api_visibility="private",
+        button.click(with_request(on_mark), [picker, session], [status], api_visibility="private",
                      concurrency_id="write", concurrency_limit=1)
 
 
 def build_evaluate_tab(collections: Collections, picker: Any, demo: Any, jobs: EvalJobs | None = None) -> EvalJobs:
     """The Evaluate tab's components and events (call inside `gr.Tabs()`); returns its job registry."""
     import gradio as gr
-
-    from rag.app.ui import _with_request
 
     jobs = jobs or EvalJobs()
     headline = ["run", "test set", "items", *H.HEADLINE]
@@ -382,7 +273,7 @@ def build_evaluate_tab(collections: Collections, picker: Any, demo: Any, jobs: E
             return "", [], "", []
         return run_view(collections, chosen, user, run_id, filt)
 
-    @_with_request
+    @with_request
     def on_eval_refresh(chosen: str | None, shown: str | None, filt: str | None, request=None):
         user = user_of(request)
         try:
@@ -392,7 +283,7 @@ def build_evaluate_tab(collections: Collections, picker: Any, demo: Any, jobs: E
             gr.Warning(user_message(exc))
             return tuple(gr.skip() for _ in list_outputs + view_outputs)
 
-    @_with_request
+    @with_request
     def on_eval_run(chosen: str | None, src: str | None, path: str | None, filt: str | None, request=None):
         user = user_of(request)
         skips = tuple(gr.skip() for _ in list_outputs + view_outputs)
@@ -410,20 +301,20 @@ def build_evaluate_tab(collections: Collections, picker: Any, demo: Any, jobs: E
         except Exception as exc:  # noqa: BLE001
             yield final + error_html(user_message(exc)), *skips
 
-    @_with_request
+    @with_request
     def on_eval_cancel(request=None) -> str:
         if jobs.cancel(owner_of(user_of(request))):
             return '<div class="rag-muted">Cancelling: the run stops after the current question.</div>'
         return '<div class="rag-muted">No evaluation is running.</div>'
 
-    @_with_request
+    @with_request
     def on_eval_view(chosen: str | None, run_id: str | None, filt: str | None, request=None):
         try:
             return view(chosen, user_of(request), run_id, filt)
         except Exception as exc:  # noqa: BLE001
             return error_html(user_message(exc)), [], "", []
 
-    @_with_request
+    @with_request
     def on_eval_filter(chosen: str | None, run_id: str | None, filt: str | None, request=None) -> str:
         try:
             if not run_id:
@@ -433,14 +324,14 @@ def build_evaluate_tab(collections: Collections, picker: Any, demo: Any, jobs: E
         except Exception as exc:  # noqa: BLE001
             return error_html(user_message(exc))
 
-    @_with_request
+    @with_request
     def on_eval_compare(chosen: str | None, run_b: str | None, run_a: str | None, request=None) -> str:
         try:
             return compare_html(collections, chosen, user_of(request), run_a, run_b)
         except Exception as exc:  # noqa: BLE001
             return error_html(user_message(exc))
 
-    @_with_request
+    @with_request
     def on_gold_pick(chosen: str | None, item: str | None, request=None) -> str:
         try:
             _, folder = folder_for(collections, chosen, user_of(request))
@@ -450,7 +341,7 @@ def build_evaluate_tab(collections: Collections, picker: Any, demo: Any, jobs: E
             gr.Warning(user_message(exc))
             return ""
 
-    @_with_request
+    @with_request
     def on_save_gold(chosen: str | None, item: str | None, text: str | None, shown: str | None, request=None):
         user = user_of(request)
         try:
@@ -459,7 +350,7 @@ def build_evaluate_tab(collections: Collections, picker: Any, demo: Any, jobs: E
             status = error_html(user_message(exc))
         return status, feedback_rows(collections, chosen, user) if _visible(chosen, user) else []
 
-    @_with_request
+    @with_request
     def on_delete_item(chosen: str | None, item: str | None, request=None):
         user = user_of(request)
         try:

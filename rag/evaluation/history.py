@@ -105,3 +105,27 @@ def delete_run(directory: str | Path, run_id: str) -> None:
 
     json_path, _ = run_files(directory, run_id)
     shutil.rmtree(json_path.parent)
+
+
+def plot_history(runs: list[RunSummary], path: Path) -> Path:
+    """A PNG of the headline rates (in [0, 1]) over `runs`, oldest first."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 3.2), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    xs = list(range(len(runs)))
+    for key in HEADLINE:
+        if key.endswith("_s"):  # seconds, not a rate
+            continue
+        ys = [r.metrics.get(key) for r in runs]
+        if any(y is not None for y in ys):
+            ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", label=key)
+    ax.set_xticks(xs, [r.run_id[4:13] for r in runs], fontsize=7, rotation=30)
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title("headline metrics per run", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
