@@ -35,6 +35,7 @@ from llama_index.core.llms import LLM
 from rag.config import COLLECTION_NAME, Settings
 from rag.errors import ConfigError, InputError, NotAllowed, StoreError, shown
 from rag.models.embedding import Embedder, build_embedder
+from rag.models.model_lock import ModelLock
 from rag.pipeline import RAG
 from rag.store.faiss_index import IndexStore
 from rag.store.generations import read_manifest
@@ -85,7 +86,7 @@ class Collections:
         self._llm, self._llm_model = llm, (self.settings.model if llm is not None else None)
         self._default = default
         # One generation at a time over the shared model, whichever collection asks.
-        self.llm_lock: threading.Lock = default._llm_lock if default is not None else threading.Lock()  # noqa: SLF001
+        self.llm_lock: ModelLock = default._llm_lock if default is not None else ModelLock()  # noqa: SLF001
         self._rags: dict[str, RAG] = {DEFAULT: default} if default is not None else {}
         self._lock = threading.RLock()
         self._load_lock = threading.Lock()

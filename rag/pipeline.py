@@ -39,6 +39,7 @@ from rag.ingest.ocr import OcrEngine
 from rag.ingest.distributed import executor_for
 from rag.ingest.executors import IngestExecutor
 from rag.models.embedding import Embedder, build_embedder
+from rag.models.model_lock import ModelLock
 from rag.store import moves
 from rag.store.faiss_index import IndexStore
 from rag.store.interface import Store
@@ -64,7 +65,7 @@ class RAG:
     """Question answering over one index directory. Thread-safe: writes and generation are serialised."""
 
     def __init__(self, settings: Settings, store: Store, embedder: Embedder, llm: LLM | None = None, *,
-                 llm_source: Callable[[Settings], LLM] | None = None, llm_lock: threading.Lock | None = None) -> None:
+                 llm_source: Callable[[Settings], LLM] | None = None, llm_lock: ModelLock | None = None) -> None:
         """`llm_source` and `llm_lock`: where the model comes from and the lock around generating with
         it, when several RAGs share one model (rag/collections.py); default: build_llm, a lock of our own."""
         self.settings = settings
@@ -91,7 +92,7 @@ class RAG:
         self._probe_obj = None
         self._state_obj = None
         self._write_lock = threading.RLock()
-        self._llm_lock = llm_lock or threading.Lock()
+        self._llm_lock = llm_lock or ModelLock()
         self._load_lock = threading.Lock()
         # its models load on the first scanned page; pages read are kept for the UI's page view
         self.ocr = OcrEngine.of(settings) if settings.ocr else None

@@ -282,3 +282,29 @@ def test_the_installed_pgvector_uses_wide_vector_registers_only_in_kernels_chose
     assert wide, "no vector kernels found: is this pgvector?"
     fixed = {f for f in wide if not re.search(r"Avx512|F16c|\.fma$|\.avx", f)}
     assert not fixed, f"{lib} uses AVX registers outside run-time dispatch in {sorted(fixed)}"
+
+
+def test_a_server_that_crashes_in_the_probe_is_one_line_naming_the_cpu_and_the_way_out(monkeypatch):
+    """Without an AVX2-only CPU at hand: the crash as psycopg reports it (a backend killed by SIGILL drops
+    the connection) becomes the one-line StoreError; any other database error keeps its own message."""
+    import psycopg
+
+    from rag.store import pgvector_check
+
+    def crashed(*args, **kwargs):
+        raise psycopg.OperationalError("server closed the connection unexpectedly\n\tThis probably means the "
+                                       "server terminated abnormally\n\tbefore or while processing the request.")
+
+    monkeypatch.setattr(psycopg, "connect", crashed)
+    with pytest.raises(StoreError) as caught:
+        pgvector_check.probe_pgvector("postgresql://u:secret@h/db", 8, "postgresql://u:***@h/db")
+    message = str(caught.value)
+    assert "crashed running pgvector" in message and "RAG_STORE" in message and "secret" not in message
+    assert "\n" not in message and "closed the connection" not in message
+
+    def refused(*args, **kwargs):
+        raise psycopg.OperationalError('connection to server on socket "/x" failed: No such file or directory')
+
+    monkeypatch.setattr(psycopg, "connect", refused)
+    with pytest.raises(StoreError, match="cannot set up the index in postgresql://u:\\*\\*\\*@h/db: connection to server"):
+        pgvector_check.probe_pgvector("postgresql://u:secret@h/db", 8, "postgresql://u:***@h/db")

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from rag.config import Settings
 from rag.errors import InputError
 from rag.evaluation import calibration as C
+from rag.evaluation.feedback import load_feedback_testset
+from rag.evaluation.history import save_run
 from rag.evaluation.report import compare_reports, fmt, load_report, metrics_table
 from rag.evaluation.runner import default_output, evaluate, open_rag_for
 from rag.evaluation.testsets import load_testset
@@ -51,7 +53,8 @@ def add_eval_parser(sub: Any, with_index: Callable[[argparse.ArgumentParser], ar
                                    "`rag eval run TESTSET ...`.")
     esub = p.add_subparsers(dest="eval_command", required=True, metavar="{" + ",".join(EVAL_COMMANDS) + "}")
     r = with_index(esub.add_parser("run", help="ask every question of a test set and score the answers"))
-    r.add_argument("testset", help="JSONL or SQuAD v2 JSON test set")
+    r.add_argument("testset", nargs="?", help="JSONL or SQuAD v2 JSON test set (with --collection and no file: "
+                                              "the collection's own test set, grown from the chat's marks)")
     r.add_argument("--docs", type=Path, help="documents to index for the test set")
     r.add_argument("--limit", type=int, help="evaluate only the first N items")
     r.add_argument("--sample", type=int, help="evaluate a fixed seeded sample of N items (same items every run)")
@@ -143,11 +146,18 @@ def _curve(args: Any) -> int:
 def _run(args: Any, settings: Settings, *, embedder: "Embedder | None", llm: "LLM | None") -> int:
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit {args.limit} must be at least 1")
-    testset = load_testset(args.testset)
+    collection = getattr(args, "collection", None)
+    if args.testset is None:
+        if collection is None:
+            raise InputError("give a test set file (JSONL or SQuAD JSON), or --collection NAME to run that "
+                             "collection's own test set")
+        testset = load_feedback_testset(args.index)
+    else:
+        testset = load_testset(args.testset)
     for problem in testset.problems:
         print(f"skipped test item: {problem}", file=sys.stderr)
     if not testset.items:
-        raise InputError(f"{args.testset} has no usable items")
+        raise InputError(f"{args.testset or testset.path} has no usable items")
     rag = open_rag_for(testset, settings, docs=args.docs, index=args.index, embedder=embedder, llm=llm,
                        progress=True)
     if args.json_out:
@@ -164,6 +174,9 @@ def _run(args: Any, settings: Settings, *, embedder: "Embedder | None", llm: "LL
     written = report.write_markdown(md_out)
     print(f"JSON report: {json_out}")
     print(f"Markdown report: {written[0]} (plots: {', '.join(p.name for p in written[1:])})")
+    if collection is not None and report.items:  # kept with the collection, for the web UI's history
+        report.config["collection"] = collection
+        print(f"kept as run {save_run(args.index, report)} of collection {collection}")
     if report.partial:
         print(f"interrupted: the report holds the {len(report.items)} item(s) done so far", file=sys.stderr)
         return EXIT_INTERRUPTED

