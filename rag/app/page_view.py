@@ -8,8 +8,8 @@ page, so the marks are in the DOM and follow the picture's size. Where the boxes
   as at ingest (rag/ingest/pdf.py `clean_page_text`, which keeps each character's pdfium index). The
   sentence is found in it by letters and digits (NFKC, lower case: a passage's text may have been cut
   or re-spaced), and pdfium's rectangles for that character range are the boxes. A sentence not found
-  whole (the file read by pypdf, which pdfium could not open, or a text split across pages) is tried
-  again by its halves; if neither is found the page is shown without a mark.
+  whole (an index built before pdfium read the text, from pypdf's) is tried again by its halves; if
+  neither is found the page is shown without a mark.
 - an OCR'd page: the OCR lines kept at ingest (`OcrEngine`'s cache in `<cache_dir>/ocr/`, a small JSON
   per page keyed by the file's contents and the page), and the lines the sentence covers are marked,
   cut in proportion to the characters covered. Only when that cache is gone is the page read again
