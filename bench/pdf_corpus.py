@@ -12,7 +12,9 @@ nothing is committed. Then, each optional:
               by pypdf's count (spacing and line breaks differ by design, so they are not counted).
   --ingest    `RAG.add` of the corpus into a new FAISS index with the real MiniLM, in this process
               (load_workers=1), timed by stage (load, chunk, embed, store), then again (all unchanged).
-  --workers N also `ProcessExecutor` with 1 and N workers: load+chunk of the corpus, seconds.
+  --workers N load+chunk of the corpus in process (load_workers=1) and by `ProcessExecutor` with N
+              worker processes, seconds; also of the same papers as HTML, four times over each (HTML is
+              parsed in Python, so loading weighs more there).
 
     python bench/pdf_corpus.py --compare --ingest --workers 2 --json
 """
@@ -230,12 +232,23 @@ def run_ingest(corpus: Path, workdir: Path) -> dict:
     return result
 
 
-def run_workers(corpus: Path, workers: int, repeat: int) -> dict:
+def write_html(out: Path, source: Path, count: int, copies: int = 4) -> list[Path]:
+    """The same papers as HTML, each `copies` times over (HTML is parsed in Python: a heavier load)."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for doc_id, text in papers(source, count):
+        body = "".join(f"<p>{para}</p>" for para in text.split("\n") if para.strip()) * copies
+        path = out / f"covid-{doc_id}.html"
+        path.write_text(f"<html><body>{body}</body></html>", encoding="utf-8")
+        files.append(path)
+    return files
+
+
+def run_workers(files: list[Path], workers: int, repeat: int, kind: str) -> dict:
     from rag.ingest import loading
     from rag.ingest.chunking import SentenceChunker
     from rag.ingest.executors import LocalExecutor, ProcessExecutor
 
-    files = sorted(corpus.glob("*.pdf"))
     limits, chunker = loading.Limits.default(), SentenceChunker(160, 1)
     out = {}
     for label, executor in (("in process (load_workers=1)", LocalExecutor()),
@@ -247,7 +260,8 @@ def run_workers(corpus: Path, workers: int, repeat: int) -> dict:
             runs.append(time.perf_counter() - t)
             assert all(p.failure is None for p in got), [p.failure for p in got if p.failure]
         out[label] = statistics.median(runs)
-        log(f"load+chunk {len(files)} PDFs, {label}: {out[label]:.2f} s (median of {repeat})")
+        log(f"load+chunk {len(files)} {kind}, {label}: {out[label]:.2f} s (median of {repeat}: "
+            f"{', '.join(f'{r:.2f}' for r in runs)})")
     return out
 
 
@@ -271,7 +285,9 @@ def main() -> None:
         if args.compare:
             result["compare"] = compare(files, args.repeat)
         if args.workers:
-            result["workers"] = run_workers(out, args.workers, args.repeat)
+            result["workers_pdf"] = run_workers(sorted(files), args.workers, args.repeat, "PDFs")
+            html = write_html(Path(tmp) / "html", args.source, args.papers)
+            result["workers_html"] = run_workers(html, args.workers, args.repeat, "HTML files (papers x4)")
         if args.ingest:
             result["ingest"] = run_ingest(out, Path(tmp))
         result["load_after"] = load_average()
