@@ -174,15 +174,17 @@ def test_a_worker_that_dies_is_a_named_failure_and_the_rest_are_read(tmp_path, m
     from rag.ingest import executors
 
     docs = _corpus(tmp_path)
-    (docs / "poison.md").write_text("This file kills the process that reads it.")
+    (docs / "0-poison.md").write_text("This file kills the process that reads it.")  # first: the rest queued behind it
     files = sorted(docs.iterdir())
     executor = executors.ProcessExecutor(2)
     monkeypatch.setattr(executors, "_prepare_in_worker", crashing_task.crash_on_poison)  # pickled by name: the workers run it
     got = _prepare_all(executor, files)
     assert [p.path for p in got] == [str(f) for f in files]
-    (crash,) = [p for p in got if p.path.endswith("poison.md")]
+    (crash,) = [p for p in got if p.path.endswith("0-poison.md")]
     assert "the loader crashed on it (its worker process died" in crash.failure.reason
-    assert all(p.doc is not None for p in got if Path(p.path).name.startswith("note"))
+    rest = [f for f in files if f.name != "0-poison.md"]
+    local = _prepare_all(executors.LocalExecutor(), rest)
+    assert [(p.doc, p.chunks, p.failure) for p in got if p is not crash] == [(p.doc, p.chunks, p.failure) for p in local]
 
 
 def test_an_interrupt_while_workers_read_keeps_the_files_read_before_it(make_rag, tmp_path, monkeypatch):

@@ -3,10 +3,11 @@
 `RAG.add` is the one writer: it takes `PreparedFile`s from an executor, in file order, and applies and
 saves them under the store's lock. `RAG.add` hands an executor only the files whose id (path + bytes,
 `loading.file_id`) is not in the store already. `LocalExecutor` loads and chunks in this process and
-leaves embedding to `RAG.add`'s batches; `ProcessExecutor` (setting `load_workers` > 1, the default
-on a machine of 3 or more cores) does the same in worker processes, a few files at a time; `RayExecutor` (rag/ingest/distributed.py, `ray_address`) loads,
-chunks and embeds on the workers of a Ray cluster. Both go through `prepare_file`, so a file gets the
-same document, chunks and failure reason either way. `executor_for(settings)` (in distributed.py) picks one.
+leaves embedding to `RAG.add`'s batches; `ProcessExecutor` (setting `load_workers` > 1, the default on
+a machine of 3 or more cores) does the same in worker processes, a few files queued on each;
+`RayExecutor` (rag/ingest/distributed.py, `ray_address`) loads, chunks and embeds on the workers of a
+Ray cluster. All go through `prepare_file`, so a file gets the same document, chunks and failure
+reason whichever runs it. `executor_for(settings)` (in distributed.py) picks one.
 """
 from __future__ import annotations
 
@@ -87,7 +88,6 @@ class LocalExecutor:
                 known: Container[str], max_chunks: int) -> Iterator[PreparedFile]:
         for path in files:
             yield prepare_file(path, limits, chunker, known, max_chunks, self.ocr)
-
 
 
 # Files queued per worker process, so that none waits for this process between files.
@@ -171,6 +171,7 @@ class ProcessExecutor:
                     queue.clear()
                     pool = self._pool(known, workers)
                     todo = iter(rest + list(todo))
+                    submit(workers * IN_FLIGHT_PER_WORKER - 1)
                 submit(1)
                 yield item
             finished = True
