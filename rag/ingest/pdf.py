@@ -1,6 +1,6 @@
 """PDF -> page texts. The text layer through pdfium (pypdfium2); a page without a usable one through OCR.
 
-pdfium reads a page's text 5-20x faster than pypdf (docs/performance.md, "PDF text"). Its raw text has
+pdfium reads a page's text 5-20x faster than pypdf (docs/performance.md, "PDF piles"). Its raw text has
 "\r\n" between lines, a marker (U+FFFE or \x02) in place of a hyphen and line break that split a word,
 and sometimes other control characters; `clean_page_text` turns these into "\n" and nothing, and
 keeps for each character the index of pdfium's character it came from, so that the UI's page view
