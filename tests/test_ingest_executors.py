@@ -200,3 +200,14 @@ def test_an_interrupt_while_workers_read_keeps_the_files_read_before_it(make_rag
     with pytest.raises(KeyboardInterrupt):
         rag.add([docs], executor=executor)
     assert sorted(Path(d.source).name for d in rag.documents()) == ["a.md", "b.md"]
+
+
+def test_load_workers_picks_in_process_or_worker_processes(settings):
+    from rag.ingest.distributed import executor_for
+    from rag.ingest.executors import LocalExecutor, ProcessExecutor
+
+    assert isinstance(executor_for(settings.with_(load_workers=1)), LocalExecutor)
+    three = executor_for(settings.with_(load_workers=3))
+    assert isinstance(three, ProcessExecutor) and three.workers == 3
+    with pytest.raises(ConfigError, match="load_workers"):
+        settings.with_(load_workers=0)
