@@ -12,9 +12,13 @@ Also, each optional:
                  MiniLM exported locally with torch.onnx, run by onnxruntime, no `optimum`)
                  against sentence-transformers on torch, same texts.
   --profile F    cProfile of one pipeline run, written to F (pstats).
+  --unchanged N  only this: N small files ingested once, then `RAG.add` of the same unchanged folder
+                 timed (files/s; every file must be reported unchanged, none loaded). The embedder is
+                 rag.testing.FakeEmbedder: nothing is embedded the second time, whatever the model.
 
     python bench/ingest.py --chunks 2000 --repeat 3 --llama-index --onnx
     python bench/ingest.py --chunks 300 --json        # quick
+    python bench/ingest.py --unchanged 1000 --json
 """
 from __future__ import annotations
 
@@ -228,6 +232,61 @@ def run_onnx(embedder, texts: list[str], cache: Path, threads: int) -> dict:
     return out
 
 
+def run_unchanged(count: int, repeat: int, as_json: bool) -> None:
+    """Re-ingest of an unchanged folder of `count` small files (see the module doc)."""
+    from rag.config import Settings
+    from rag.ingest import loading
+    from rag.pipeline import RAG
+    from rag.testing import FakeEmbedder, FakeLLM
+
+    load_before = load_average()
+    with tempfile.TemporaryDirectory(prefix="bench-unchanged-") as tmp:
+        folder = Path(tmp) / "notes"
+        folder.mkdir()
+        for i in range(count):
+            ext = (".txt", ".md", ".html")[i % 3]
+            (folder / f"note{i:05d}{ext}").write_text(
+                f"Note {i} says the crane {i} flew north over the river on day {i % 365}. " * 4, encoding="utf-8")
+        settings = Settings(index_dir=Path(tmp) / "index", cache_dir=Path(tmp) / "cache")
+        rag = RAG.open(settings=settings, embedder=FakeEmbedder(), llm=FakeLLM(), seed=False)
+        t = time.perf_counter()
+        first = rag.add([folder])
+        first_s = time.perf_counter() - t
+        assert len(first.added) == count, first.failed[:3]
+        loads = 0
+        real_load = loading.load
+
+        def counting(*args, **kwargs):
+            nonlocal loads
+            loads += 1
+            return real_load(*args, **kwargs)
+
+        loading.load = counting
+        runs = []
+        try:
+            for _ in range(repeat):
+                t = time.perf_counter()
+                again = rag.add([folder])
+                runs.append(time.perf_counter() - t)
+                assert len(again.unchanged) == count and not again.added and not again.replaced and not again.failed
+        finally:
+            loading.load = real_load
+        t = time.perf_counter()
+        synced = RAG.open(settings=settings, embedder=FakeEmbedder(), llm=FakeLLM(), seed=False).sync([folder])
+        sync_s = time.perf_counter() - t  # a new process's view: open the index, then sync
+        assert len(synced.unchanged) == count
+    seconds = statistics.median(runs)
+    result = {"files": count, "first_ingest_s": round(first_s, 2), "reingest_s": round(seconds, 3),
+              "reingest_files_per_s": round(count / seconds, 1), "reingest_runs_s": [round(r, 3) for r in runs],
+              "loader_calls_on_reingest": loads, "open_and_sync_s": round(sync_s, 3),
+              "command": "python " + " ".join([f"bench/{Path(__file__).name}"] + sys.argv[1:]),
+              "machine": machine(), "load_average_before": [round(v, 2) for v in load_before],
+              "load_average_after": [round(v, 2) for v in load_average()]}
+    text = table(["files", "first ingest s (fake embedder)", "re-ingest s", "files/s", "loader calls", "open + sync s"],
+                 [[count, first_s, seconds, count / seconds, loads, sync_s]])
+    emit(text, result, as_json, load_before)
+
+
 # -- driver -------------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -238,7 +297,11 @@ def main() -> None:
     ap.add_argument("--profile", metavar="FILE", help="cProfile the first pipeline run into FILE")
     ap.add_argument("--corpus", type=Path, help="use (or create) the corpus in this folder")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout (tables to stderr)")
+    ap.add_argument("--unchanged", type=int, metavar="N", help="only time re-ingesting N unchanged small files")
     args = ap.parse_args()
+    if args.unchanged:
+        run_unchanged(args.unchanged, args.repeat, args.json)
+        return
 
     from rag.config import Settings
     from rag.models.embedding import SentenceTransformerEmbedder

@@ -172,7 +172,7 @@ class Settings(BaseSettings):
     max_unzipped_mb: int = Field(100, ge=1, le=10_000)
     max_zip_ratio: float = Field(100.0, ge=2.0, le=100_000.0)
     # OCR of PDF pages without a usable text layer (rag/ingest/pdf.py). On: a normal PDF costs nothing
-    # extra (pdfium is not opened); a full scanned page took 28 s on the shared, loaded 2 cores (a short
+    # extra; a full scanned page took 28 s on the shared, loaded 2 cores (a short
     # one ~1.5 s; docs/performance.md, "OCR"), and without OCR a scanned PDF indexes nothing.
     ocr: bool = True
     # A budget per file (rag/ingest/ocr.py, OcrBudget): at most ocr_max_pages pages OCR'd and
@@ -193,6 +193,10 @@ class Settings(BaseSettings):
     # `rag ingest --ray ADDRESS`: load, chunk and embed on the workers of a Ray cluster (host:port of its
     # head, ray://host:port, or auto); this process still writes the index (rag/ingest/distributed.py).
     ray_address: str | None = None
+    # A local ingest loads and chunks this many files at once, each worker a process of its own
+    # (rag/ingest/executors.py, ProcessExecutor); 1 = in this process. All cores but one: this process
+    # embeds meanwhile (docs/performance.md, "Parallel loading").
+    load_workers: int = Field(max(1, (os.cpu_count() or 1) - 1), ge=1, le=256)
 
     def __init__(self, **values: Any) -> None:
         try:

@@ -187,11 +187,20 @@ class RAG:
             self._sync()  # what other processes saved counts as unchanged too
             pending: list[tuple[Document, list[Chunk], np.ndarray | None]] = []
             seen: set[str] = set()
-            prepared = (executor or self.executor).prepare(files, limits, self.chunker, self.store.docs,
-                                                           self.settings.max_file_chunks)
+            # A file's id needs only its path and bytes: one already in the store is unchanged, and is
+            # never handed to the executor (nothing parsed, chunked or embedded for it).
+            known = [loading.file_id(f, limits.max_bytes) for f in files]
+            known = [i if i is not None and i in self.store.docs else None for i in known]
+            prepared = (executor or self.executor).prepare([f for f, i in zip(files, known) if i is None], limits,
+                                                           self.chunker, self.store.docs, self.settings.max_file_chunks)
             try:
-                for path in files:
+                for path, known_id in zip(files, known):
                     tell("reading", str(path))
+                    if known_id is not None:
+                        report.unchanged.append(known_id)
+                        done += 1
+                        tell("unchanged", str(path))
+                        continue
                     try:
                         item = next(prepared)  # chunk ids 0..n-1 until _apply numbers them
                     except BaseException:  # Ctrl-C or a crash on this file: keep the files read before it

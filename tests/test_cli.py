@@ -14,7 +14,9 @@ def fake_open(monkeypatch, tmp_path):
     llm = FakeLLM(["Washington spent about $110 million to establish the base in northern Niger [1]."])
 
     def _open(settings):
-        return RAG.open(settings=settings.with_(min_score=0.1), embedder=FakeEmbedder(), llm=llm, seed=False)
+        # loading in this process: tests replace loading.load, which a worker process would not see
+        return RAG.open(settings=settings.with_(min_score=0.1, load_workers=1), embedder=FakeEmbedder(), llm=llm,
+                        seed=False)
 
     monkeypatch.setattr(cli, "_open", _open)
     return tmp_path / "idx"

@@ -19,6 +19,7 @@ from rag.ingest.distributed import RayExecutor, check_reachable, group_files
 from rag.ingest.executors import prepare_and_embed
 from rag.pipeline import RAG
 from rag.testing import FakeEmbedder
+from tests import crashing_task
 from tests.conftest import SEED_ARTICLE
 
 
@@ -150,3 +151,63 @@ def test_cli_ingest_with_an_unreachable_ray_address(monkeypatch, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert code == cli.EXIT_ERROR
     assert err.startswith("error: ") and address in err and "\n" not in err
+
+
+def _prepare_all(executor, files):
+    from rag.ingest import loading
+    from rag.ingest.chunking import SentenceChunker
+
+    return list(executor.prepare(files, loading.Limits.default(), SentenceChunker(160, 1), frozenset(), 10_000))
+
+
+def test_worker_processes_give_what_the_local_step_gives_in_file_order(tmp_path):
+    from rag.ingest.executors import LocalExecutor, ProcessExecutor
+
+    files = sorted(_corpus(tmp_path).iterdir())
+    local, parallel = _prepare_all(LocalExecutor(), files), _prepare_all(ProcessExecutor(2), files)
+    assert [p.path for p in parallel] == [str(f) for f in files]
+    assert [(p.doc, p.chunks, p.failure) for p in parallel] == [(p.doc, p.chunks, p.failure) for p in local]
+    assert any(p.failure for p in parallel) and any(p.chunks for p in parallel)
+
+
+def test_a_worker_that_dies_is_a_named_failure_and_the_rest_are_read(tmp_path, monkeypatch):
+    from rag.ingest import executors
+
+    docs = _corpus(tmp_path)
+    (docs / "0-poison.md").write_text("This file kills the process that reads it.")  # first: the rest queued behind it
+    files = sorted(docs.iterdir())
+    executor = executors.ProcessExecutor(2)
+    monkeypatch.setattr(executors, "_prepare_in_worker", crashing_task.crash_on_poison)  # pickled by name: the workers run it
+    got = _prepare_all(executor, files)
+    assert [p.path for p in got] == [str(f) for f in files]
+    (crash,) = [p for p in got if p.path.endswith("0-poison.md")]
+    assert "the loader crashed on it (its worker process died" in crash.failure.reason
+    rest = [f for f in files if f.name != "0-poison.md"]
+    local = _prepare_all(executors.LocalExecutor(), rest)
+    assert [(p.doc, p.chunks, p.failure) for p in got if p is not crash] == [(p.doc, p.chunks, p.failure) for p in local]
+
+
+def test_an_interrupt_while_workers_read_keeps_the_files_read_before_it(make_rag, tmp_path, monkeypatch):
+    from rag.ingest import executors
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in ("a.md", "b.md", "stop.md", "z.md"):
+        (docs / name).write_text(f"The file {name} says cranes fly south.")
+    rag = make_rag()
+    monkeypatch.setattr(executors, "_prepare_in_worker", crashing_task.crash_on_poison)
+    executor = executors.ProcessExecutor(2)
+    with pytest.raises(KeyboardInterrupt):
+        rag.add([docs], executor=executor)
+    assert sorted(Path(d.source).name for d in rag.documents()) == ["a.md", "b.md"]
+
+
+def test_load_workers_picks_in_process_or_worker_processes(settings):
+    from rag.ingest.distributed import executor_for
+    from rag.ingest.executors import LocalExecutor, ProcessExecutor
+
+    assert isinstance(executor_for(settings.with_(load_workers=1)), LocalExecutor)
+    three = executor_for(settings.with_(load_workers=3))
+    assert isinstance(three, ProcessExecutor) and three.workers == 3
+    with pytest.raises(ConfigError, match="load_workers"):
+        settings.with_(load_workers=0)

@@ -270,3 +270,14 @@ def test_permission_denied_is_named_even_as_root(tmp_path, monkeypatch):
     with pytest.raises(LoadError) as err:
         loading.load(p)
     assert err.value.reason == "permission denied"
+
+
+def test_file_id_is_the_id_load_gives_without_parsing(tmp_path):
+    p = make_pdf(tmp_path / "a.pdf", ["Some words on a page."])
+    assert loading.file_id(p) == loading.load(p).id
+    assert loading.file_id(tmp_path / "missing.txt") is None
+    (tmp_path / "image.png").write_bytes(b"\x89PNG")
+    assert loading.file_id(tmp_path / "image.png") is None  # unsupported: load names why
+    big = tmp_path / "big.txt"
+    big.write_text("x" * 100)
+    assert loading.file_id(big, max_bytes=10) is None

@@ -262,7 +262,7 @@ def test_each_embedding_batch_is_saved_and_a_late_interrupt_keeps_the_files_befo
     from rag.testing import FakeEmbedder, FakeLLM
 
     monkeypatch.setattr(pipeline, "EMBED_BATCH_CHUNKS", 3)  # n0-n2 are one batch; n3 waits for its batch
-    rag = make_rag()
+    rag = make_rag(load_workers=1)  # loading.load replaced below: in this process
     folder = tmp_path / "notes"
     folder.mkdir()
     for i in range(5):
@@ -298,3 +298,49 @@ def test_a_file_with_too_many_chunks_is_skipped_and_named(make_rag, tmp_path):
     (failure,) = report.failed
     assert failure.path.endswith("long.txt")
     assert re.fullmatch(r"splits into [\d,]+ chunks, more than the 3 limit \(setting max_file_chunks\)", failure.reason)
+
+
+class RecordingExecutor:
+    """The local step, recording which files it was handed."""
+
+    def __init__(self) -> None:
+        from rag.ingest.executors import LocalExecutor
+
+        self.local, self.given = LocalExecutor(), []
+
+    def prepare(self, files, limits, chunker, known, max_chunks):
+        self.given.append([Path(f).name for f in files])
+        yield from self.local.prepare(files, limits, chunker, known, max_chunks)
+
+
+def test_an_unchanged_file_is_never_parsed_again(make_rag, tmp_path, monkeypatch):
+    from rag.ingest import loading
+
+    rag = make_rag(load_workers=1)
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Cranes are tall birds.")
+    make_pdf(folder / "b.pdf", ["Herons are grey birds that wade in rivers."])
+    (folder / "bad.txt").write_bytes(b"\x00\x00")
+    assert len(rag.add([folder]).added) == 2
+    real_load = loading.load
+
+    def refuse(path, limits=None, ocr=None):
+        if path.name != "bad.txt":
+            raise AssertionError(f"a loader ran for the unchanged {path.name}")
+        return real_load(path, limits, ocr)
+
+    monkeypatch.setattr(loading, "load", refuse)
+    again = rag.add([folder])
+    assert len(again.unchanged) == 2 and not again.added and [Path(f.path).name for f in again.failed] == ["bad.txt"]
+    synced = rag.sync([folder])
+    assert len(synced.unchanged) == 2 and not synced.added and not synced.removed
+    monkeypatch.setattr(loading, "load", real_load)
+    (folder / "a.txt").write_text("Cranes are tall grey birds.")
+    recorder = RecordingExecutor()
+    events = []
+    changed = rag.add([folder], executor=recorder, on_event=events.append)
+    assert recorder.given == [["a.txt", "bad.txt"]]  # b.pdf was decided unchanged before any executor
+    assert [Path(i.source).name for i in changed.replaced] == ["a.txt"] and len(changed.unchanged) == 1
+    assert [(e.step, Path(e.path).name) for e in events if e.step != "reading"] == [
+        ("unchanged", "b.pdf"), ("failed", "bad.txt"), ("replaced", "a.txt")]

@@ -4,11 +4,12 @@ A page is rendered locally by pypdfium2 (JPEG, `scale` 1.5: ~900 px wide for A4)
 <img>; each box of the sentence is a <div class="rag-page-hl"> placed over it in percent of the
 page, so the marks are in the DOM and follow the picture's size. Where the boxes come from:
 
-- a text-layer page: the page's characters as pdfium reads them. Our Document text comes from pypdf,
-  whose spacing and line breaks differ from pdfium's, so both are reduced to their letters and digits
-  (NFKC, lower case) and the sentence is found in the page's; pdfium's rectangles for that character
-  range are the boxes. A sentence pypdf and pdfium read differently (a rare ligature or a reordered
-  column) is tried again by its halves; if neither is found the page is shown without a mark.
+- a text-layer page: the page's text from the same pdfium text page, cleaned by the same function
+  as at ingest (rag/ingest/pdf.py `clean_page_text`, which keeps each character's pdfium index). The
+  sentence is found in it by letters and digits (NFKC, lower case: a passage's text may have been cut
+  or re-spaced), and pdfium's rectangles for that character range are the boxes. A sentence not found
+  whole (an index built before pdfium read the text, from pypdf's) is tried again by its halves; if
+  neither is found the page is shown without a mark.
 - an OCR'd page: the OCR lines kept at ingest (`OcrEngine`'s cache in `<cache_dir>/ocr/`, a small JSON
   per page keyed by the file's contents and the page), and the lines the sentence covers are marked,
   cut in proportion to the characters covered. Only when that cache is gone is the page read again
@@ -34,6 +35,7 @@ from pathlib import Path
 from rag.app.render import esc
 from rag.ingest.loading import document_id
 from rag.ingest.ocr import OcrEngine, OcrPage, file_digest, page_key
+from rag.ingest.pdf import clean_page_text, raw_page_text
 from rag.types import Citation, short_source
 
 log = logging.getLogger(__name__)
@@ -155,13 +157,11 @@ class PageView:
             width, height = page.get_size()
             left0, bottom0 = page.get_cropbox()[:2]
             textpage = page.get_textpage()
-            count = textpage.count_chars()
-            text = textpage.get_text_range(0, count)
-            if len(text) != count:  # one UTF-16 unit per char index is what the mapping needs
-                text = "".join(chr(pdfium.raw.FPDFText_GetUnicode(textpage, i) or 32) for i in range(count))
-            found = find_span(text, sentence)
+            where: list[int] = []  # the page's text as the index has it, and each character's pdfium index
+            text = clean_page_text(raw_page_text(textpage), where)
             boxes = []
-            for first, last in found:
+            for first, last in find_span(text, sentence):
+                first, last = where[first], where[last]
                 for i in range(textpage.count_rects(first, last - first + 1)):
                     left, bottom, right, top = textpage.get_rect(i)
                     boxes.append(((left - left0) / width, (height - (top - bottom0)) / height,

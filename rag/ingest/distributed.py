@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from rag.errors import ConfigError, RagError
 from rag.ingest import loading
 from rag.ingest.chunking import SentenceChunker
-from rag.ingest.executors import IngestExecutor, LocalExecutor, prepare_and_embed
+from rag.ingest.executors import IngestExecutor, LocalExecutor, ProcessExecutor, prepare_and_embed
 from rag.types import PreparedFile
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -194,6 +194,9 @@ class RayExecutor:
 
 
 def executor_for(settings: "Settings", ocr: "OcrEngine | None" = None) -> IngestExecutor:
-    """Ray when `ray_address` is set (Ray itself is imported only when files are prepared), else local
-    (reading scanned pages with `ocr`; Ray's workers make their own engine from `settings.ocr`)."""
-    return RayExecutor(settings.ray_address, settings) if settings.ray_address else LocalExecutor(ocr)
+    """Ray when `ray_address` is set (Ray itself is imported only when files are prepared), else local:
+    in `load_workers` processes, or in this one if 1 (reading scanned pages with `ocr`; Ray's workers and
+    the local worker processes make their own engine)."""
+    if settings.ray_address:
+        return RayExecutor(settings.ray_address, settings)
+    return ProcessExecutor(settings.load_workers, ocr) if settings.load_workers > 1 else LocalExecutor(ocr)

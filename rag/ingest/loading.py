@@ -3,7 +3,7 @@
 Every input is bounded before it can cost much (docs/architecture.md, "Limits on input"): the file's
 size from `stat` before it is read, a .docx's unzipped size and expansion ratio from the zip
 directory before a member is inflated, the extracted text's length before it is chunked. Only regular
-files are opened (a FIFO would block the read forever). PDF goes through rag/ingest/pdf.py (pypdf, OCR for scanned pages); DOCX XML and HTML
+files are opened (a FIFO would block the read forever). PDF goes through rag/ingest/pdf.py (pdfium, OCR for scanned pages); DOCX XML and HTML
 are streamed, so that scripts, styles and markup never reach the index and memory stays flat; text
 files must be UTF-8 (or UTF-16/UTF-32 with a byte-order mark).
 """
@@ -132,6 +132,22 @@ def document_id(source: str, data: bytes) -> str:
 def content_hash(data: bytes) -> str:
     """The file's contents alone, whatever its path: `RAG.sync` finds a moved file by it."""
     return hashlib.sha256(data).hexdigest()
+
+
+def file_id(path: Path, max_bytes: int = MAX_FILE_BYTES) -> str | None:
+    """The id `load` would give this file, from its path and bytes alone, without parsing it; None for
+    a file `load` would not read (unsupported, too big, not a regular file, unreadable: `load` names why).
+    `RAG.add` asks this first, so an unchanged file is never parsed, chunked or embedded again."""
+    name = str(path)
+    if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
+        return None
+    try:
+        if _regular_file(name, path).st_size > max_bytes:
+            return None
+        data = _read(name, path, max_bytes)
+    except LoadError:
+        return None
+    return document_id(str(path.resolve()), data)
 
 
 def load(path: Path, limits: Limits | None = None, ocr: OcrEngine | None = None) -> Document:
