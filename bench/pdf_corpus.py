@@ -39,8 +39,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_average, log, machine, table  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.filemakers import make_text_pdf  # noqa: E402
+
 COVID_QA = Path("/work/shared/datasets/covid-qa/covidqa-200423.json")
-PAGE_W, PAGE_H, MARGIN = 612, 792, 72
+PAGE_H, MARGIN = 792, 72
 FONT_SIZE, LEADING = 10, 14
 LINE_CHARS = 88  # Helvetica 10 pt averages ~5 pt a character: 88 fill the 468 pt between the margins
 LINES_PER_PAGE = (PAGE_H - 2 * MARGIN) // LEADING  # 46
@@ -84,39 +87,11 @@ def wrap(text: str) -> list[str]:
 
 
 def write_pdf(path: Path, text: str) -> int:
-    """A PDF of the text's wrapped lines, LINES_PER_PAGE to a page; returns the page count."""
+    """A PDF of the text's wrapped lines, LINES_PER_PAGE to a page, by the tests' PDF writer; returns the
+    page count."""
     lines = wrap(text)
     pages = [lines[i:i + LINES_PER_PAGE] for i in range(0, len(lines), LINES_PER_PAGE)]
-
-    def esc(s: str) -> str:
-        return s.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-
-    objects: list[bytes] = []
-    kids = []
-    font_id = 3 + 2 * len(pages)
-    for i, page in enumerate(pages):
-        page_id, content_id = 3 + 2 * i, 4 + 2 * i
-        body = " ".join(f"({esc(line)}) Tj T*" for line in page)
-        stream = f"BT /F1 {FONT_SIZE} Tf {LEADING} TL {MARGIN} {PAGE_H - MARGIN} Td {body} ET".encode("ascii")
-        kids.append(f"{page_id} 0 R")
-        objects.append(f"{page_id} 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 {PAGE_W} {PAGE_H}] "
-                       f"/Resources << /Font << /F1 {font_id} 0 R >> >> /Contents {content_id} 0 R >> endobj\n".encode())
-        objects.append(f"{content_id} 0 obj << /Length {len(stream)} >> stream\n".encode() + stream + b"\nendstream endobj\n")
-    body = [b"1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n",
-            f"2 0 obj << /Type /Pages /Kids [{' '.join(kids)}] /Count {len(pages)} >> endobj\n".encode(),
-            *objects,
-            f"{font_id} 0 obj << /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >> endobj\n".encode()]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for obj in body:
-        offsets.append(len(out))
-        out += obj
-    xref = len(out)
-    out += f"xref\n0 {len(body) + 1}\n0000000000 65535 f \n".encode()
-    for off in offsets:
-        out += f"{off:010d} 00000 n \n".encode()
-    out += f"trailer << /Size {len(body) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
-    path.write_bytes(bytes(out))
+    make_text_pdf(path, pages, size=FONT_SIZE, leading=LEADING)
     return len(pages)
 
 

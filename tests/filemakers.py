@@ -60,9 +60,10 @@ def make_docx(path: Path, paragraphs: list[str]) -> Path:
     return path
 
 
-def make_text_pdf(path: Path, pages: list[list[str]], size: int = 12) -> Path:
-    """A PDF with a real text layer: each page's lines in Helvetica, one under the other from the top."""
-    return _write_pdf(path, [f"BT /F1 {size} Tf {size * 1.5:g} TL 72 720 Td "
+def make_text_pdf(path: Path, pages: list[list[str]], size: int = 12, leading: float | None = None) -> Path:
+    """A PDF with a real text layer: each page's lines in Helvetica, one under the other from the top
+    (`leading` points apart, default 1.5 times the size)."""
+    return _write_pdf(path, [f"BT /F1 {size} Tf {leading or size * 1.5:g} TL 72 720 Td "
                              f"{' '.join('(' + _escaped(line) + ') Tj T*' for line in lines)} ET".encode("latin-1")
                              for lines in pages])
 
