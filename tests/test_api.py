@@ -15,6 +15,7 @@ from rag.config import Settings
 from rag.errors import ConfigError, InputError, ModelError
 from rag.testing import FakeLLM
 from tests.conftest import SEED_ARTICLE
+from tests.loopback import served as serving
 
 QUESTION = "How much did Washington spend to establish the base in northern Niger?"
 ANSWER = "Washington spent about $110 million to establish the base in northern Niger [1]."
@@ -392,31 +393,10 @@ def test_cli_serve_api_flag(monkeypatch):
 def test_the_mounted_ui_answers_through_gradio_with_its_login(served, monkeypatch, settings):
     """The UI mounted on the API's app, really served: Gradio's queue runs and RAG_AUTH still guards it."""
     gradio_client = pytest.importorskip("gradio_client")
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
     server.serve(settings.with_(auth="ann:pw"))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    # open UI connections (Gradio's heartbeat stream) would hold a graceful shutdown
-    uv = uvicorn.Server(uvicorn.Config(served["app"], log_level="warning", timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not uv.started:
-            assert thread.is_alive() and time.monotonic() < deadline
-            time.sleep(0.05)
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    with serving(served["app"]) as port:
+        url = f"http://127.0.0.1:{port}/"
         with pytest.raises(Exception):
             gradio_client.Client(url, verbose=False)
         client = gradio_client.Client(url, auth=("ann", "pw"), verbose=False)
         assert client.predict("Anything here?", 2, api_name="/ask")["abstained"] is True
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
-    assert not thread.is_alive()

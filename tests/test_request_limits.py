@@ -14,13 +14,13 @@ import time
 import httpx
 import psutil
 import pytest
-import uvicorn
 from starlette.testclient import TestClient
 
 from rag.app import server
 from rag.app.api import SingleCollection, build_api
 from rag.app.usage import estimate_tokens
 from tests.conftest import SEED_ARTICLE
+from tests.loopback import served
 
 QUESTION = "How much did Washington spend to establish the base in northern Niger?"
 ANSWER = "Washington spent about $110 million to establish the base in northern Niger [1]."
@@ -46,20 +46,8 @@ def live(make_rag, settings, monkeypatch):
     monkeypatch.setattr(server, "run_server", lambda a, host, port: app.update(app=a))
     server.serve(settings.with_(auth="ann:pw-ann", api_key=f"ann={KEY}", max_generations=2, queue_timeout=1.0,
                                 max_upload_mb=1))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    uv = uvicorn.Server(uvicorn.Config(app["app"], log_level="warning", timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not uv.started:
-            assert thread.is_alive() and time.monotonic() < deadline
-            time.sleep(0.05)
-        yield sock.getsockname()[1]
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=30)
+    with served(app["app"]) as port:
+        yield port
 
 
 def send_chunked(port: int, path: str, headers: dict[str, str], total: int, first: bytes = b"") -> tuple[int | None, int]:
