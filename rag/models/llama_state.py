@@ -86,9 +86,12 @@ class LlamaClaimJudge:
     P("no")) over the first token of the reply ("yes", "Yes", " yes", ...), read from the logits.
     `evaluated` counts the tokens the judge made llama.cpp evaluate (what it costs)."""
 
-    def __init__(self, llm: Any) -> None:
+    def __init__(self, llm: Any, prompts_dir: Path | None = None) -> None:
+        from rag.config import PROMPTS_DIR
+
         self.llm = llm
         self.llama = llm._model
+        self.prompts_dir = prompts_dir or PROMPTS_DIR
         self.yes = _first_tokens(self.llama, ["yes", "Yes", " yes", " Yes", "YES"])
         self.no = _first_tokens(self.llama, ["no", "No", " no", " No", "NO"])
         if set(self.yes) & set(self.no):
@@ -102,7 +105,8 @@ class LlamaClaimJudge:
         from rag.answer.claims import judge_messages
 
         llama = self.llama
-        prompt = self.llm.messages_to_prompt(judge_messages(messages, answer, question, sentence, cited))
+        prompt = self.llm.messages_to_prompt(judge_messages(messages, answer, question, sentence, cited,
+                                                                self.prompts_dir))
         tokens = llama.tokenize(prompt.encode("utf-8"), special=True)
         if not tokens or len(tokens) > llama.n_ctx():
             return None
