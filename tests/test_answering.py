@@ -117,7 +117,7 @@ def logged_stream(answerer, question=QUESTION, passages=PASSAGES):
         original = judge.score
 
         def score(*args, **kwargs):
-            log.append(("judge", args[3]))
+            log.append(("judge", args[2]))
             return original(*args, **kwargs)
 
         judge.score = score
@@ -145,7 +145,8 @@ def test_nothing_is_yielded_before_every_sentence_is_checked_and_the_stream_is_t
     assert "".join(deltas) == answer.text
     assert [c.claim for c in answer.citations] == [0.9, 0.9]
     assert answer.signals.claims == [0.9, 0.9] and answer.signals.claim_threshold == 0.5
-    assert judge.calls[0] == (QUESTION, "Washington spent about $110 million on the base in northern Niger.", (1,))
+    assert judge.calls[0] == (QUESTION, "Washington spent about $110 million on the base in northern Niger.", (1,),
+                              TEXTS[0])  # the passage's own sentence is what the judge reads
 
 
 def test_a_sentence_below_the_claim_threshold_is_left_out_and_never_streamed():
@@ -218,19 +219,19 @@ def test_first_verified_is_timed_with_first_token():
     assert 0 <= timings["first_token"] <= timings["first_verified"] and "claim_check" in timings
 
 
-def test_the_judge_turn_follows_the_answer_and_names_sentence_question_and_passages():
-    from rag.answer.claims import judge_messages
+def test_the_judge_question_is_appended_to_the_answer_prompt_with_the_passage_sentence():
+    from rag.answer.claims import evidence, judge_messages
 
     answerer = Answerer(FakeLLM(), min_score=0.3)
     messages = answerer.messages(QUESTION, PASSAGES)
-    turns = judge_messages(messages, "Washington spent $110 million [1].", QUESTION,
-                           "Washington spent $110 million.", (1, 2))
-    assert turns[:2] == messages  # the answer's prompt, unchanged: its evaluated state is reused
-    assert [t.role.value for t in turns[2:]] == ["assistant", "user"]
-    assert turns[2].content == "Washington spent $110 million [1]."
-    ask = turns[3].content
-    assert "Washington spent $110 million." in ask and QUESTION in ask and "[1] and [2]" in ask
-    assert "yes or no" in ask
+    backing = evidence("The base cost $110 million.", ["Intro here. " + TEXTS[0] + " Then more.", TEXTS[1]])
+    assert backing == TEXTS[0]
+    turns = judge_messages(messages, QUESTION, "The base cost $110 million.", (1, 2), backing)
+    assert turns[0] == messages[0] and len(turns) == 2
+    # the answer prompt is a prefix of the judge's: its evaluated state is reused
+    assert turns[1].content.startswith(messages[1].content + "\n\n")
+    ask = turns[1].content[len(messages[1].content):]
+    assert TEXTS[0] in ask and "[1] and [2]" in ask and "yes or no" in ask
 
 
 def test_passages_are_quoted_data_and_cannot_close_their_quotes():

@@ -36,7 +36,7 @@ from rag.answer.citations import (
     marked,
     strip_markers,
 )
-from rag.answer.claims import NOT_STATED, ClaimJudge
+from rag.answer.claims import NOT_STATED, ClaimJudge, evidence
 from rag.config import PROMPTS_DIR
 from rag.types import Answer, AnswerSentence, Citation, Passage, RefusalSignals, short_source
 
@@ -146,10 +146,6 @@ class Answerer:
         if self.prompt_state is not None and self.prompt_state.restore(messages, question):
             timings["restore_state"] = time.perf_counter() - start
         raw = self._generate(messages, timings, start)
-        sentences: list[AnswerSentence] = []
-        if not is_refusal(raw):
-            # Judged before the refusal probe: the cache still ends with this answer, which the judge reuses.
-            sentences = self._check(messages, raw, question, shown, timings)
         if self.probe is not None:
             signals.p_refusal = self.probe.refusal_probability(messages)
         if self.prompt_state is not None:
@@ -160,13 +156,13 @@ class Answerer:
             with self.probe.without_refusal():
                 retry = self._generate(messages, timings, start)
             signals.retried = True
-            if not is_refusal(retry):
-                raw = retry
-                sentences = self._check(messages, raw, question, shown, timings)
+            raw = retry if not is_refusal(retry) else first
             model_text = f"{first}\n[asked again without the refusal] {retry}"
         else:
             model_text = raw
-        timings["generate"] = time.perf_counter() - start - timings.get("claim_check", 0.0)
+        timings["generate"] = time.perf_counter() - start
+        # After the probe and the saved state: the judge's question, appended to the prompt, reuses it.
+        sentences = [] if is_refusal(raw) else self._check(messages, raw, question, shown, timings)
         signals.claims = [s.claim for s in sentences]
         if is_refusal(raw):
             yield self._refuse(question, passages, timings, signals, "the model found no answer in the passages", model_text)
@@ -206,7 +202,8 @@ class Answerer:
             claim = None
             if self.judge is not None:
                 began = time.perf_counter()
-                claim = self.judge.score(messages, raw, question, s.text, s.citations)
+                backing = evidence(s.text, [shown[n - 1].text for n in s.citations])
+                claim = self.judge.score(messages, question, s.text, s.citations, backing)
                 timings["claim_check"] = timings.get("claim_check", 0.0) + time.perf_counter() - began
             dropped = ""
             if claim is not None and claim < self.claim_threshold:

@@ -2,7 +2,7 @@
 
 `LlamaRefusalProbe`: the model's probability of starting its reply with the refusal, and a logit bias
 that bans it for a second try. `LlamaClaimJudge`: the claim check (rag/answer/claims.py) read from
-the model's probability of replying "yes". `PromptCache`: the KV state of a prompt saved next to the index, so the
+the model's probability of replying "yes" to a question appended to the answer's prompt. `PromptCache`: the KV state of a prompt saved next to the index, so the
 first question after a restart skips the shared prefix. Both return None for servers and fakes, where
 there is no llama.cpp state to read.
 """
@@ -79,12 +79,12 @@ def _first_tokens(llama: Any, words: Sequence[str]) -> list[int]:
 
 
 class LlamaClaimJudge:
-    """The claim check on the answering model itself: after the answer, the llama.cpp cache holds
-    system prompt + passages + question + answer, so the judge's conversation (that prompt, the answer
-    as the assistant's turn, then a short yes/no question: rag.answer.claims.judge_messages) shares
-    all of it, and only the question's few tokens are evaluated. The score is P("yes") / (P("yes") +
-    P("no")) over the first token of the reply ("yes", "Yes", " yes", ...), read from the logits.
-    `evaluated` counts the tokens the judge made llama.cpp evaluate (what it costs)."""
+    """The claim check on the answering model itself (rag/answer/claims.py): the judge's question is
+    appended to the answer's own prompt (system prompt + passages + question), whose tokens llama.cpp
+    has just evaluated, so only the question's few dozen tokens are new. The score is
+    P("yes") / (P("yes") + P("no")) over the first token of the reply ("yes", "Yes", " yes", ...), read
+    from the logits. Afterwards the cache still starts with the prompt's shared prefix, so the next
+    question reuses it. `evaluated` counts the tokens the judge made llama.cpp evaluate (its cost)."""
 
     def __init__(self, llm: Any, prompts_dir: Path | None = None) -> None:
         from rag.config import PROMPTS_DIR
@@ -98,16 +98,15 @@ class LlamaClaimJudge:
             raise ValueError("the tokenizer's first tokens of yes and no overlap")
         self.evaluated = 0
 
-    def score(self, messages: Sequence[Any], answer: str, question: str, sentence: str,
-              cited: Sequence[int]) -> float | None:
+    def score(self, messages: Sequence[Any], question: str, sentence: str, cited: Sequence[int],
+              evidence: str) -> float | None:
         import numpy as np
 
         from rag.answer.claims import judge_messages
 
         llama = self.llama
-        prompt = self.llm.messages_to_prompt(judge_messages(messages, answer, question, sentence, cited,
-                                                                self.prompts_dir))
-        tokens = llama.tokenize(prompt.encode("utf-8"), special=True)
+        turns = judge_messages(messages, question, sentence, cited, evidence, self.prompts_dir)
+        tokens = llama.tokenize(self.llm.messages_to_prompt(turns).encode("utf-8"), special=True)
         if not tokens or len(tokens) > llama.n_ctx():
             return None
         # Reuse the cached prefix (at least the last token is evaluated, for its logits).
