@@ -208,6 +208,7 @@ def test_a_refused_stream_yields_only_the_answer_whatever_the_gate():
     for answerer in cases:
         deltas, answer = run(answerer)
         assert deltas == [] and answer.abstained and answer.refusal_reason, answer.refusal_reason
+    assert cases[1].judge.calls == []  # refused by the refusal probability: not worth judging
 
 
 def test_first_verified_is_timed_with_first_token():

@@ -162,7 +162,10 @@ class Answerer:
             model_text = raw
         timings["generate"] = time.perf_counter() - start
         # After the probe and the saved state: the judge's question, appended to the prompt, reuses it.
-        sentences = [] if is_refusal(raw) else self._check(messages, raw, question, shown, timings)
+        # An answer the refusal probability refuses anyway is not judged (a calibration run, with
+        # refusal_prob 1, judges every answer).
+        leaning = signals.p_refusal is not None and signals.p_refusal >= self.refusal_prob
+        sentences = [] if is_refusal(raw) else self._check(messages, raw, question, shown, timings, judge=not leaning)
         signals.claims = [s.claim for s in sentences]
         if is_refusal(raw):
             yield self._refuse(question, passages, timings, signals, "the model found no answer in the passages", model_text)
@@ -191,7 +194,7 @@ class Answerer:
                      sentences=sentences, timings=timings, passages=passages, model_text=model_text, signals=signals)
 
     def _check(self, messages: list[ChatMessage], raw: str, question: str, shown: list[Passage],
-               timings: dict[str, float]) -> list[AnswerSentence]:
+               timings: dict[str, float], judge: bool = True) -> list[AnswerSentence]:
         """Every sentence of the reply, with its support and claim checks, and why it is left out ("" = kept)."""
         _, sentences = attribute(raw, shown, question, semantic=self.semantic)
         checked = []
@@ -200,7 +203,7 @@ class Answerer:
                 checked.append(replace(s, dropped="no passage supports it"))
                 continue
             claim = None
-            if self.judge is not None:
+            if self.judge is not None and judge:
                 began = time.perf_counter()
                 backing = evidence(s.text, [shown[n - 1].text for n in s.citations])
                 claim = self.judge.score(messages, question, s.text, s.citations, backing)
