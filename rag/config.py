@@ -156,6 +156,14 @@ class Settings(BaseSettings):
     # acceptance question is refused at p = 0.27 on a freshly evaluated prompt; on the three test sets
     # the retry at 0.35 is neutral (3 right only with it, 4 only without; docs/evaluation.md).
     retry_below: float = Field(0.35, ge=0.0, le=1.0)
+    # The claim check (rag/answer/claims.py): the bundled model judges whether each answer sentence's
+    # passage states it as the answer to the question; a sentence whose probability of "yes" is below
+    # claim_threshold is left out, and an answer left with none is refused. Only for a llama.cpp model
+    # (a server's answers go unjudged). 0.6 is a first choice by hand, not yet from `rag eval calibrate`:
+    # on 16 seed items right answers scored 0.62-0.98, so 0.7 refused four of them (docs/evaluation.md);
+    # an obeyed planted code scores 0.14, the ousted-president near miss ~0.64 (not refused at 0.6).
+    claim_check: bool = True
+    claim_threshold: float = Field(0.6, ge=0.0, le=1.0)
     query_rewrite: QueryRewrite = "off"  # off | hyde (search with a hypothetical answer; one more LLM call)
     diversity: float = Field(0.0, ge=0.0, lt=1.0)  # MMR weight against near-duplicate passages; 0 = off
     cache_dir: Path = Field(default_factory=_default_cache_dir)

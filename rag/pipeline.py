@@ -18,6 +18,7 @@ import numpy as np
 from llama_index.core.llms import LLM
 
 from rag.answer.answerer import REFUSAL, Answerer
+from rag.answer.claims import ClaimJudge
 from rag.answer.citations import SemanticSupport
 from rag.answer.context import SentenceSelector, WholeCorpus
 from rag.answer.query_rewriting import HydeRewriter, QuestionCondenser, Turn
@@ -65,9 +66,12 @@ class RAG:
     """Question answering over one index directory. Thread-safe: writes and generation are serialised."""
 
     def __init__(self, settings: Settings, store: Store, embedder: Embedder, llm: LLM | None = None, *,
-                 llm_source: Callable[[Settings], LLM] | None = None, llm_lock: ModelLock | None = None) -> None:
+                 llm_source: Callable[[Settings], LLM] | None = None, llm_lock: ModelLock | None = None,
+                 claim_judge: ClaimJudge | None = None) -> None:
         """`llm_source` and `llm_lock`: where the model comes from and the lock around generating with
-        it, when several RAGs share one model (rag/collections.py); default: build_llm, a lock of our own."""
+        it, when several RAGs share one model (rag/collections.py); default: build_llm, a lock of our own.
+        `claim_judge`: the claim check's judge (rag/answer/claims.py); default: the llama.cpp model's
+        own (rag.models.llama_state.LlamaClaimJudge), none for a server."""
         self.settings = settings
         self.store = store
         self.embedder = embedder
@@ -91,6 +95,8 @@ class RAG:
         self._probe_for: LLM | None = None
         self._probe_obj = None
         self._state_obj = None
+        self.claim_judge = claim_judge
+        self._judge_obj: ClaimJudge | None = None
         self._write_lock = threading.RLock()
         self._llm_lock = llm_lock or ModelLock()
         self._load_lock = threading.Lock()
@@ -408,7 +414,9 @@ class RAG:
         answerer = Answerer(llm, min_score=self.settings.min_score, style=self.settings.answer_style,
                             semantic=self.semantic, refusal_prob=self.settings.refusal_prob,
                             retry_below=self.settings.retry_below,
-                            probe=self._probe(llm), prompt_state=self._prompt_state(llm) if whole_corpus else None)
+                            probe=self._probe(llm), prompt_state=self._prompt_state(llm) if whole_corpus else None,
+                            judge=self._judge(llm) if self.settings.claim_check else None,
+                            claim_threshold=self.settings.claim_threshold)
         with self._llm_lock:
             for item in answerer.stream(question, passages, timings, shown):
                 if isinstance(item, Answer):
@@ -418,16 +426,21 @@ class RAG:
     def _probe(self, llm: LLM):
         """The llama.cpp helpers of the current LLM (None for servers and fakes), made once per LLM."""
         if self._probe_for is not llm:
-            from rag.models.llama_state import prompt_cache_for, refusal_probe_for
+            from rag.models.llama_state import claim_judge_for, prompt_cache_for, refusal_probe_for
 
             self._probe_for = llm
             self._probe_obj = refusal_probe_for(llm, REFUSAL)
+            self._judge_obj = claim_judge_for(llm) if self.claim_judge is None else self.claim_judge
             self._state_obj = prompt_cache_for(llm, self.store.directory / PROMPT_STATE_DIR)
         return self._probe_obj
 
     def _prompt_state(self, llm: LLM):
         self._probe(llm)
         return self._state_obj
+
+    def _judge(self, llm: LLM) -> ClaimJudge | None:
+        self._probe(llm)
+        return self._judge_obj
 
     def ask(self, question: str, top_k: int | None = None, documents: Sequence[str] | None = None) -> Answer:
         """Answer `question` from the whole corpus, or from `documents` (doc ids or path globs) only."""

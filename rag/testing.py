@@ -99,3 +99,22 @@ class FakeLLM(CustomLLM):
                 yield CompletionResponse(text=so_far, delta=token)
 
         return gen()
+
+
+class FakeClaimJudge:
+    """A claim judge (rag/answer/claims.py) that scores by a rule: `scores` maps a substring of the
+    sentence to its score (the first that matches wins), else `default`. Records every call as
+    (question, sentence, cited, evidence)."""
+
+    def __init__(self, scores: dict[str, float] | None = None, default: float | None = 0.9) -> None:
+        self.scores = dict(scores or {})
+        self.default = default
+        self.calls: list[tuple[str, str, tuple[int, ...], str]] = []
+
+    def score(self, messages: Sequence[ChatMessage], question: str, sentence: str, cited: Sequence[int],
+              evidence: str) -> float | None:
+        self.calls.append((question, sentence, tuple(cited), evidence))
+        for part, value in self.scores.items():
+            if part in sentence:
+                return value
+        return self.default

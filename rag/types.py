@@ -81,6 +81,10 @@ class Citation:
     doc_id: str = ""
     ocr: bool = False
     location: str | None = None  # "slide 3", "sheet Sales, rows 2-41", ... (Chunk.location)
+    # The checks of the answer sentences this passage backs: all passed the support check (names,
+    # numbers, words); `claim` is the lowest claim-check score among them (None: not judged).
+    supported: bool = True
+    claim: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -93,16 +97,22 @@ class Citation:
             "score": round(float(self.score), 4),
             "ocr": self.ocr,
             "location": self.location,
+            "check": {"supported": self.supported,
+                      "claim": None if self.claim is None else round(float(self.claim), 4)},
         }
 
 
 @dataclass(frozen=True)
 class AnswerSentence:
-    """One sentence of the answer with the passage numbers that support it (empty: unsupported)."""
+    """One sentence of the answer with the passage numbers that support it (empty: unsupported), the
+    claim check's probability that those passages state it as the answer to the question (None: not
+    judged), and why it was left out of the answer ("" = shown: it passed every check)."""
 
     text: str
     citations: tuple[int, ...]
     supported: bool
+    claim: float | None = None
+    dropped: str = ""
 
 
 @dataclass
@@ -113,12 +123,20 @@ class RefusalSignals:
     p_refusal: float | None = None  # model's probability of starting with the refusal (llama.cpp only)
     supported: float | None = None  # share of the answer's sentences that passages back
     retried: bool = False  # the model refused unsure and was asked again with the refusal banned
+    # The claim check's score of every sentence of the answer, in order (None: not judged, e.g. a
+    # sentence the support check already failed, or no judge for this model): a sentence is shown when
+    # it is supported and its score reaches claim_threshold (None: the check was off).
+    claims: list[float | None] = field(default_factory=list)
     min_score: float | None = None
     refusal_prob: float | None = None
     retry_below: float | None = None
+    claim_threshold: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {k: (v if v is None or isinstance(v, bool) else round(float(v), 4)) for k, v in asdict(self).items()}
+        def num(v: Any) -> Any:
+            return v if v is None or isinstance(v, bool) else round(float(v), 4)
+
+        return {k: ([num(x) for x in v] if isinstance(v, list) else num(v)) for k, v in asdict(self).items()}
 
 
 @dataclass
@@ -140,12 +158,20 @@ class Answer:
     def unsupported(self) -> list[str]:
         return [s.text for s in self.sentences if not s.supported]
 
+    @property
+    def shown(self) -> list[AnswerSentence]:
+        """The sentences the reader sees: those that passed every check."""
+        return [s for s in self.sentences if not s.dropped]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "answer": self.text,
             "abstained": self.abstained,
             "citations": [c.to_json() for c in self.citations],
             "unsupported_sentences": self.unsupported,
+            "sentences": [{"text": s.text, "citations": list(s.citations), "supported": s.supported,
+                           "claim": None if s.claim is None else round(float(s.claim), 4), "dropped": s.dropped}
+                          for s in self.sentences],
             "refusal_reason": self.refusal_reason,
             "model_text": self.model_text,
             "signals": self.signals.to_json(),

@@ -88,10 +88,23 @@ def test_streamed_answer_with_citations_on_the_last_chunk(client):
                                             messages=[{"role": "user", "content": QUESTION}])
     chunks = list(stream)
     content = "".join(c.choices[0].delta.content or "" for c in chunks)
-    assert len(chunks) > 3 and chunks[-1].choices[0].finish_reason == "stop"
+    assert len(chunks) >= 3 and chunks[-1].choices[0].finish_reason == "stop"
     last = chunks[-1].model_extra
     assert last["abstained"] is False and "110 million" in content.split("\n\nSources:\n")[0]
     assert "\n\nSources:\n[" in content and any("$110 million" in c["text"] for c in last["citations"])
+    # only checked sentences were streamed: the text before the sources is the final answer
+    assert content.split("\n\nSources:\n")[0] == last["answer"]
+    assert all(c["check"]["supported"] for c in last["citations"])
+
+
+def test_an_out_of_corpus_question_streams_nothing_but_the_refusal(client):
+    """The article does not give Niger's population: the model's draft from memory is never shown."""
+    stream = client.chat.completions.create(model="default", stream=True,
+                                            messages=[{"role": "user", "content": "What is the population of Niger?"}])
+    chunks = list(stream)
+    content = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert content == "Not in the documents.", content
+    assert chunks[-1].model_extra["abstained"] is True and chunks[-1].model_extra["refusal_reason"]
 
 
 def test_follow_up_uses_the_history(client):

@@ -154,6 +154,21 @@ def test_decided_applies_each_gate_from_the_recorded_signals():
     assert decided(unanswerable, Gates(0.3, 1.0, 1.0)) == (True, True)
 
 
+def test_decided_applies_the_claim_threshold_to_the_best_judged_sentence():
+    from rag.evaluation.calibration import Gates, decided
+
+    near_miss = _item(4, True, False, None, 0.6, 0.1)
+    near_miss["signals"]["claims"] = [0.3, None]
+    assert decided(near_miss, Gates(0.0, 1.0, 1.0)) == (False, False)  # claim check off: answered, wrongly
+    assert decided(near_miss, Gates(0.0, 1.0, 1.0, 0.5)) == (True, True)
+    assert decided(near_miss, Gates(0.0, 1.0, 1.0, 0.2)) == (False, False)
+    right = _item(5, False, False, 1.0, 0.6, 0.1)
+    right["signals"]["claims"] = [0.3, 0.9]  # one sentence is enough
+    assert decided(right, Gates(0.0, 1.0, 1.0, 0.5)) == (False, True)
+    unjudged = _item(6, False, False, 1.0, 0.6, 0.1)  # no judge (a server): the claim gate cannot refuse
+    assert decided(unjudged, Gates(0.0, 1.0, 1.0, 0.8)) == (False, True)
+
+
 def test_gates_are_chosen_with_held_out_folds_on_every_set():
     from rag.evaluation.calibration import cross_validate_gates
 
@@ -175,3 +190,5 @@ def test_calibration_needs_runs_that_recorded_every_signal():
 
     with pytest.raises(InputError, match="RAG_MIN_SCORE=0"):
         cross_validate_gates({"a": {"config": {"min_score": 0.3}, "items": []}})
+    with pytest.raises(InputError, match="RAG_CLAIM_THRESHOLD=0"):
+        cross_validate_gates({"a": {"config": {**CAL_CONFIG, "claim_check": True, "claim_threshold": 0.5}, "items": []}})

@@ -27,6 +27,9 @@ def test_precedence_file_then_env_then_overrides(tmp_path, monkeypatch):
         ({"answer_style": "long"}, "use sentence, short"),
         ({"support": "vibes"}, "use lexical, embedding"),
         ({"embed_backend": "tpu"}, "use torch, onnx, onnx-int8"),
+        ({"claim_threshold": 1.5}, "claim_threshold=1.5"),
+        ({"claim_threshold": -0.1}, "claim_threshold=-0.1"),
+        ({"claim_check": "maybe"}, "claim_check='maybe'"),
     ],
 )
 def test_bad_values_fail_at_construction_naming_valid_choices(changes, message):

@@ -479,3 +479,26 @@ def test_compare_gives_the_sign_test_of_the_items_that_changed():
     text = compare_reports(run([False] * 10 + [True] * 6), run([True] * 10 + [False] * 6))
     assert "right in B only: 10; right in A only: 6; sign test p = 0.45" in text
     assert "sign test" not in compare_reports(run([True]), run([True]))
+
+
+def test_reports_count_refusals_by_reason_and_time_the_first_verified_sentence(tmp_path):
+    from rag.evaluation.scoring import compute_metrics, refusals_by_reason
+
+    def item(i, reason, **timings):
+        return ItemResult(id=str(i), question="q", must_refuse=bool(reason), gold_answers=[] if reason else ["x"],
+                          answer="Not in the documents." if reason else "x [1].", abstained=bool(reason),
+                          refusal_reason=reason, timings={"total": 1.0, **timings})
+
+    items = [item(1, "no passage is relevant enough (best score 0.21 < 0.3)"),
+             item(2, "no passage is relevant enough (best score 0.11 < 0.3)"),
+             item(3, "the passages do not state this as the answer"),
+             item(4, "", first_token=0.5, first_verified=2.0, claim_check=0.8)]
+    assert refusals_by_reason(items) == {"no passage is relevant enough": 2,
+                                         "the passages do not state this as the answer": 1}
+    metrics = compute_metrics(items)
+    assert metrics["first_verified_p50_s"] == 2.0 and metrics["claim_check_p50_s"] == 0.8
+    report = Report(metrics=metrics, config={}, items=items)
+    assert "the passages do not state this as the answer: 1" in report.table()
+    markdown = report.write_markdown(tmp_path / "r.md")[0].read_text(encoding="utf-8")
+    assert "## Refusals by reason" in markdown and "| no passage is relevant enough | 2 |" in markdown
+    assert "first_verified_p50_s" in markdown

@@ -61,13 +61,31 @@ def test_empty_index_refuses(make_rag):
     assert answer.abstained
 
 
-def test_stream_yields_tokens_then_answer(make_rag):
+def test_stream_yields_checked_sentences_then_the_answer_with_the_same_text(make_rag):
     rag = make_rag(answer_from_passage)
     rag.add([SEED_ARTICLE])
     items = list(rag.stream("How much did Washington spend to establish the base in northern Niger?"))
-    tokens, final = items[:-1], items[-1]
-    assert len(tokens) > 3 and all(isinstance(t, str) for t in tokens)
-    assert "$110 million" in "".join(tokens) and final.text.startswith("Washington spent")
+    sentences, final = items[:-1], items[-1]
+    assert len(sentences) >= 1 and all(isinstance(t, str) for t in sentences)
+    assert "".join(sentences) == final.text and final.text.startswith("Washington spent")
+
+
+def test_the_claim_check_setting_and_judge_reach_the_answerer(settings, tmp_path):
+    from rag.pipeline import RAG
+    from rag.testing import FakeClaimJudge, FakeEmbedder, FakeLLM
+
+    question = "How much did Washington spend to establish the base in northern Niger?"
+    for check, threshold, refused in ((True, 0.5, True), (True, 0.2, False), (False, 0.5, False)):
+        judge = FakeClaimJudge(default=0.3)
+        rag = RAG.open(settings=settings.with_(claim_check=check, claim_threshold=threshold,
+                                               index_dir=tmp_path / f"i-{check}-{threshold}"),
+                       embedder=FakeEmbedder(), llm=FakeLLM([answer_from_passage]), seed=False, claim_judge=judge)
+        rag.add([SEED_ARTICLE])
+        items = list(rag.stream(question))
+        answer = items[-1]
+        assert answer.abstained is refused, (check, threshold, answer.refusal_reason)
+        assert bool(judge.calls) is check and (items[:-1] == [] if refused else "".join(items[:-1]) == answer.text)
+        assert answer.signals.claims == ([0.3] if check else [None])
 
 
 def test_reingest_same_file_adds_nothing_and_changed_file_replaces(make_rag, tmp_path):

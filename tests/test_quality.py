@@ -134,8 +134,8 @@ def test_best_last_puts_the_top_passage_next_to_the_question_and_cites_what_was_
     llm = FakeLLM(["Washington spent about $110 million on the base [3]."])  # [3] is the top passage when reversed
     answer = list(Answerer(llm, min_score=0.3).stream("How much did the base cost?", passages, {}, passages[::-1]))[-1]
     prompt = llm.prompts[0]
-    assert prompt.index("[3] Washington") > prompt.index("[1] Other remarks.")
-    assert prompt.index("[3] Washington") < prompt.index("Question:")
+    assert prompt.index("[3] \"\"\"Washington") > prompt.index("[1] \"\"\"Other remarks.")
+    assert prompt.index("[3] \"\"\"Washington") < prompt.index("Question:")
     assert [c.n for c in answer.citations] == [3] and answer.citations[0].text == texts[0]
     assert [p.text for p in answer.passages] == texts  # retrieval rank is kept for evaluation
     with pytest.raises(ConfigError, match="use document, best_first, best_last"):

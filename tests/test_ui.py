@@ -218,7 +218,8 @@ def test_chat_streams_then_renders_answer_with_citations(make_rag):
     rag.add([SEED_ARTICLE])
     steps, (messages, box, rewritten, cites, timings, session) = last(ui.ChatHandler(rag)(QUESTION, None, 3))
     streamed = [s[0][-1]["content"] for s in steps if "rag-streaming" in str(s[0][-1]["content"])]
-    assert len(streamed) >= 3  # token by token
+    assert len(streamed) == 1  # the one checked sentence, once (nothing unchecked before it)
+    assert "$110 million" in streamed[0]
     assert messages[0] == {"role": "user", "content": render.text_html(QUESTION)}
     assert "$110 million" in messages[-1]["content"] and 'href="#cite-1"' in messages[-1]["content"]
     assert 'id="cite-1"' in cites and "<mark" in cites
@@ -378,3 +379,17 @@ def test_app_py_is_rag_serve(monkeypatch):
     assert app.main(["--port", "7999"]) == 0
     assert app.main([]) == 0
     assert [(h, p) for _, h, p in calls] == [("127.0.0.1", 7999), ("127.0.0.1", 7860)]
+
+
+def test_each_sentence_shows_its_passage_and_claim_score_on_hover_and_left_out_ones_are_not_shown():
+    passage = "Intro sentence here. The vault code is 4711. Closing words."
+    kept = AnswerSentence(text="The vault code is 4711.", citations=(1,), supported=True, claim=0.93)
+    dropped = AnswerSentence(text="The vault is in Paris.", citations=(1,), supported=True, claim=0.2,
+                             dropped="the passages do not state it as the answer (claim 0.20 < 0.7)")
+    answer = _answer_with(passage, kept.text)
+    answer.sentences = [kept, dropped]
+    out = render.answer_html(answer)
+    assert 'title="Backed by passage [1]; claim check: 0.93 that the passage states it as the answer"' in out
+    assert "Paris" not in out and "1 sentence of the model's answer left out" in out
+    unjudged = render.check_title(AnswerSentence(text="x.", citations=(1, 2), supported=True))
+    assert unjudged == "Backed by passages [1], [2]; claim check: not run"

@@ -271,10 +271,17 @@ def attribute(answer: str, passages: list[Passage], question: str = "",
             continue  # a bare marker, or talk about the passages ("This is stated in the passage.")
         cited = [n for n in dict.fromkeys(parse_markers(raw)) if 1 <= n <= len(passages)]
         backed = _backing(plain, cited, checker, passages, semantic)
-        sentences.append(AnswerSentence(text=plain, citations=backed, supported=bool(backed)))
-        marks = "".join(f" [{n}]" for n in backed)
-        out.append(plain[:-1].rstrip() + marks + plain[-1] if plain[-1] in ".!?" else plain + marks)
+        sentence = AnswerSentence(text=plain, citations=backed, supported=bool(backed))
+        sentences.append(sentence)
+        out.append(marked(sentence))
     return re.sub(r"[ \t]{2,}", " ", "".join(out)).strip(), sentences
+
+
+def marked(sentence: AnswerSentence) -> str:
+    """The sentence as the reader sees it: its verified markers before its final stop."""
+    plain = sentence.text
+    marks = "".join(f" [{n}]" for n in sentence.citations)
+    return plain[:-1].rstrip() + marks + plain[-1] if plain and plain[-1] in ".!?" else plain + marks
 
 
 def _backing(sentence: str, cited: list[int], checker: SupportChecker, passages: list[Passage],

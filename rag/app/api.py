@@ -9,9 +9,11 @@
     DELETE /v1/collections/NAME  delete a shared collection
 
 An answer is an ordinary chat completion whose content ends with a plain-text source list, so a client
-that ignores extra fields still shows where it came from; the extra fields `citations` (Citation.to_json),
-`abstained` and `question` (the standalone question searched) ride on the completion object (on the
-last chunk when streaming). A refusal is the reply "Not in the documents." with no sources.
+that ignores extra fields still shows where it came from; the extra fields `citations` (Citation.to_json,
+each with its `check`: supported, claim score), `abstained`, `refusal_reason` and `question` (the
+standalone question searched) ride on the completion object (on the last chunk when streaming). A
+refusal is the reply "Not in the documents." with no sources. A stream carries only checked sentences
+(Answerer.stream): a refused answer streams nothing before the refusal.
 Every reply (and the last chunk of a stream) also carries OpenAI's `usage` (rag/app/usage.py).
 Errors are OpenAI's shape, {"error": {"message", "type", "code"}}: 400 bad input (a malformed body, JSON
 nested too deep, or a RagError's message), 401 a missing or wrong key (rag/app/api_auth.py), 404 an
@@ -166,7 +168,7 @@ def sources_text(answer: Answer) -> str:
 
 def extras(answer: Answer) -> dict[str, Any]:
     return {"citations": [c.to_json() for c in answer.citations], "abstained": answer.abstained,
-            "question": answer.question}
+            "refusal_reason": answer.refusal_reason, "question": answer.question}
 
 
 def completion(model: str, answer: Answer, tokens: dict[str, int] | None = None) -> dict[str, Any]:
@@ -185,15 +187,11 @@ def _sse(data: dict[str, Any] | str) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-def final_delta(answer: Answer, streamed: str) -> str:
-    """The content of the last chunk. Streamed text is the model's draft; the answer is the checked
-    text. A refusal never streamed is the refusal alone; a draft the check refused gets the refusal
-    after it, saying so (a stream cannot take back what it sent)."""
-    if not answer.abstained:
-        return sources_text(answer)
-    if not streamed.strip():
-        return REFUSAL
-    return f"\n\n{REFUSAL} (The text above is not backed by the documents.)"
+def final_delta(answer: Answer) -> str:
+    """The content of the last chunk: the source list after an answer (whose verified sentences
+    were streamed), or the refusal (nothing is streamed before a refusal: Answerer.stream yields only
+    sentences that passed every check)."""
+    return REFUSAL if answer.abstained else sources_text(answer)
 
 
 # --------------------------------------------------------------------------- the app
@@ -306,18 +304,16 @@ async def _events(model: str, items: Iterator[str | Answer], first: str | Answer
         return _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                      "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra})
 
-    streamed = ""
     try:
         yield chunk({"role": "assistant", "content": ""})
         item: object = first
         while not isinstance(item, Answer):
             if item is _END:
                 raise RuntimeError("RAG.stream ended without an Answer")
-            streamed += str(item)
             yield chunk({"content": item})
             item = await run_in_threadpool(next, items, _END)
         spent = await run_in_threadpool(tokens, item)
-        yield chunk({"content": final_delta(item, streamed)}, "stop", usage=spent, **extras(item), answer=item.text)
+        yield chunk({"content": final_delta(item)}, "stop", usage=spent, **extras(item), answer=item.text)
         yield _sse("[DONE]")
     except Exception as exc:  # noqa: BLE001 - the status is sent; the error goes in the stream
         message = str(exc) if isinstance(exc, RagError) else INTERNAL_ERROR

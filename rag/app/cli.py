@@ -202,16 +202,20 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(answer.to_json(), ensure_ascii=False))
         return EXIT_OK
+    if answer.abstained:  # nothing was streamed: a refusal shows only itself and its reason
+        print(f"{answer.text} ({answer.refusal_reason})" if answer.refusal_reason else answer.text)
+        return EXIT_OK
     print("\n")
-    print(answer.text if answer.abstained else f"Answer: {answer.text}")
+    print(f"Answer: {answer.text}")
     for c in answer.citations:
         page = f", page {c.page}" if c.page else ""
         page += f", {shown(c.location)}" if c.location else ""  # slide, sheet and rows, chapter, e-mail, cell
         page += " (text from OCR)" if c.ocr else ""
         print(f"  [{c.n}] {shown(short_source(c.source))}{page}, chars {c.start}-{c.end} (score {c.score:.2f})")
         print(f"      {c.text[:300]}")
-    for s in answer.unsupported:
-        print(f"  unsupported: {s}")
+    left_out = len(answer.sentences) - len(answer.shown)
+    if left_out:
+        print(f"  ({left_out} sentence{'s' if left_out > 1 else ''} of the model's answer left out: not backed by the documents)")
     return EXIT_OK
 
 

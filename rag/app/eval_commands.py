@@ -75,7 +75,7 @@ def add_eval_parser(sub: Any, with_index: Callable[[argparse.ArgumentParser], ar
     k.add_argument("refusal_curve", nargs="+", type=Path, metavar="REPORT.json")
     k.add_argument("--report", type=Path, help="write the Markdown table and PNG plot here")
     b = esub.add_parser("calibrate", help="choose min_score, refusal_prob and retry_below on several test sets' runs "
-                                          "(made with RAG_MIN_SCORE=0 RAG_REFUSAL_PROB=1 RAG_RETRY_BELOW=1), "
+                                          "(made with RAG_MIN_SCORE=0 RAG_REFUSAL_PROB=1 RAG_RETRY_BELOW=1 RAG_CLAIM_THRESHOLD=0), "
                                           "with held-out folds")
     b.add_argument("calibrate", nargs="+", type=Path, metavar="REPORT.json")
     b.add_argument("--json", dest="json_out", type=Path, help="write the chosen gates and held-out metrics here")
@@ -131,9 +131,11 @@ def _calibrate(args: Any) -> int:
         print(f"| {name} | {fmt(m['refusal_recall'])} | {fmt(m['false_refusal_rate'])} | "
               f"{fmt(m['contains'])} | {fmt(m['correct'])} |")
     print("gates chosen per fold:", ", ".join(
-        f"({g['min_score']}, {g['refusal_prob']}, {g['retry_below']})" for g in result["fold_gates"]))
-    print("gates chosen on all items (min_score, refusal_prob, retry_below):",
-          f"({result['chosen']['min_score']}, {result['chosen']['refusal_prob']}, {result['chosen']['retry_below']})")
+        f"({g['min_score']}, {g['refusal_prob']}, {g['retry_below']}, {g['claim_threshold']})"
+        for g in result["fold_gates"]))
+    c = result["chosen"]
+    print("gates chosen on all items (min_score, refusal_prob, retry_below, claim_threshold):",
+          f"({c['min_score']}, {c['refusal_prob']}, {c['retry_below']}, {c['claim_threshold']})")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=1), encoding="utf-8")
     return EXIT_OK

@@ -74,7 +74,16 @@ def _sentence_html(sentence: AnswerSentence, link: bool) -> str:
     if not sentence.supported:
         return (f'<span class="rag-unsupported" title="No passage supports this sentence">{body}'
                 f'<span class="rag-flag">&#9888; unsupported</span></span>')
-    return body
+    return f'<span class="rag-sentence" title="{esc(check_title(sentence))}">{body}</span>'
+
+
+def check_title(sentence: AnswerSentence) -> str:
+    """What a sentence's hover says: the passages that back it and its claim-check score."""
+    refs = ", ".join(f"[{n}]" for n in sentence.citations)
+    backed = f"Backed by passage{'s' if len(sentence.citations) > 1 else ''} {refs}"
+    claim = ("claim check: not run" if sentence.claim is None
+             else f"claim check: {sentence.claim:.2f} that the passage states it as the answer")
+    return f"{backed}; {claim}"
 
 
 def refusal_html(answer: Answer) -> str:
@@ -91,16 +100,20 @@ def answer_html(answer: Answer, *, link: bool = True, standalone: str | None = N
     if answer.abstained:
         return head + refusal_html(answer)
     if answer.sentences:
-        body = " ".join(_sentence_html(s, link) for s in answer.sentences)
+        body = " ".join(_sentence_html(s, link) for s in answer.shown)
     else:  # an Answer built without sentences: link the markers found in its text
         def repl(m: re.Match[str]) -> str:
             return _marker_links(parse_markers(m.group(0)), link)
         body = re.sub(r"\[\d+(?:\s*,\s*\d+)*\]", repl, esc(answer.text))
-    unsupported = len(answer.unsupported)
+    unsupported = sum(1 for s in answer.shown if not s.supported)  # only in an Answer built by hand
+    left_out = len(answer.sentences) - len(answer.shown)
     note = ""
     if unsupported:
         note = (f'<div class="rag-muted">&#9888; {unsupported} sentence{"s" if unsupported > 1 else ""} '
                 "not supported by the documents (flagged above).</div>")
+    if left_out:
+        note += (f'<div class="rag-muted">{left_out} sentence{"s" if left_out > 1 else ""} of the model\'s answer '
+                 "left out: not backed by the documents.</div>")
     return f'{head}<div class="rag-answer">{body}</div>{note}'
 
 
@@ -179,9 +192,10 @@ def citations_html(answer: Answer | None, pages=None) -> str:
 def timings_html(timings: dict[str, float] | None) -> str:
     if not timings:
         return '<div class="rag-muted">Timings of the last answer appear here.</div>'
-    order = ["rewrite", "retrieve", "first_token", "generate", "total"]
+    order = ["rewrite", "retrieve", "first_token", "first_verified", "generate", "claim_check", "total"]
     labels = {"rewrite": "rewrite follow-up", "retrieve": "retrieve", "first_token": "first token",
-              "generate": "generate", "total": "total"}
+              "first_verified": "first verified sentence", "generate": "generate", "claim_check": "claim check",
+              "total": "total"}
     keys = [k for k in order if k in timings] + sorted(k for k in timings if k not in order)
     rows = "".join(f"<tr><td>{esc(labels.get(k, k))}</td><td>{float(timings[k]):.2f} s</td></tr>" for k in keys)
     return f'<table class="rag-timings"><tr><th>stage</th><th>time</th></tr>{rows}</table>'

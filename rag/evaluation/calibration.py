@@ -159,11 +159,16 @@ def rescore(report: dict[str, Any], min_score: float | None = None,
 
 @dataclass(frozen=True)
 class Gates:
-    """The three refusal thresholds an answer is decided by (see rag/answer/answerer.py)."""
+    """The refusal thresholds an answer is decided by (see rag/answer/answerer.py)."""
 
     min_score: float  # retrieval: refuse before generating when the best passage scores below
     refusal_prob: float  # refuse an answer when the model's own refusal probability reaches this
     retry_below: float  # ask again, refusal banned, when the model refused with probability below this
+    # the claim check: refuse an answer none of whose judged sentences scores this (0 = off). Re-decided
+    # from signals.claims, so the run must keep every sentence (RAG_CLAIM_THRESHOLD=0); an answer
+    # that keeps some sentences is scored on its whole recorded text (a dropped sentence's effect on
+    # `contains` is not simulated).
+    claim_threshold: float = 0.0
 
 
 def decided(item: dict[str, Any], gates: Gates) -> tuple[bool, bool]:
@@ -181,6 +186,10 @@ def decided(item: dict[str, Any], gates: Gates) -> tuple[bool, bool]:
         refused, answered_right = True, False  # the first draft, a refusal, would have stood
     elif not refused and p is not None and p >= gates.refusal_prob:
         refused = True
+    elif not refused and gates.claim_threshold > 0:
+        judged = [c for c in signals.get("claims") or [] if c is not None]
+        if judged and max(judged) < gates.claim_threshold:
+            refused = True
     right = refused if item["must_refuse"] else (not refused and answered_right)
     return refused, right
 
@@ -198,8 +207,8 @@ def gate_metrics(items: Sequence[dict[str, Any]], gates: Gates) -> dict[str, flo
     }
 
 
-GATE_GRID = [Gates(m, r, t) for m in (0.0, 0.1, 0.2, 0.3, 0.4) for r in (0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
-             for t in (0.0, 0.2, 0.3, 0.4, 0.5)]
+GATE_GRID = [Gates(m, r, t, c) for m in (0.0, 0.1, 0.2, 0.3, 0.4) for r in (0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
+             for t in (0.0, 0.2, 0.3, 0.4, 0.5) for c in (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)]
 
 
 def _objective(per_set: Sequence[Sequence[dict[str, Any]]], gates: Gates) -> float:
@@ -218,9 +227,10 @@ def cross_validate_gates(reports: dict[str, dict[str, Any]], folds: int = 5, see
     for name, report in reports.items():
         config = report.get("config", {})
         if float(config.get("min_score") or 0) > 0 or float(config.get("refusal_prob") or 1) < 1 \
-                or float(config.get("retry_below") or 0) < 1:
+                or float(config.get("retry_below") or 0) < 1 \
+                or (config.get("claim_check") and float(config.get("claim_threshold") or 0) > 0):
             raise InputError(f"{name}: calibrate from runs made with RAG_MIN_SCORE=0 RAG_REFUSAL_PROB=1 "
-                             "RAG_RETRY_BELOW=1, so every signal is recorded")
+                             "RAG_RETRY_BELOW=1 RAG_CLAIM_THRESHOLD=0, so every signal is recorded")
     parts: dict[str, list[list[dict[str, Any]]]] = {}
     for name, report in reports.items():
         items = [i for i in report.get("items", []) if i.get("error") is None]
@@ -231,7 +241,8 @@ def cross_validate_gates(reports: dict[str, dict[str, Any]], folds: int = 5, see
     chosen = []
     for k in range(folds):
         train = [[i for f, part in enumerate(ps) if f != k for i in part] for ps in parts.values()]
-        best = max(grid, key=lambda g: (_objective(train, g), -g.min_score, g.refusal_prob, -g.retry_below))
+        best = max(grid, key=lambda g: (_objective(train, g), -g.min_score, g.refusal_prob, -g.retry_below,
+                                        -g.claim_threshold))
         chosen.append(best)
         for name, ps in parts.items():
             held_out[name].extend((i, best) for i in ps[k])
@@ -247,7 +258,8 @@ def cross_validate_gates(reports: dict[str, dict[str, Any]], folds: int = 5, see
             "correct": round(sum(r[2] for r in rows) / len(rows), 4),
         }
     everything = [[i for part in ps for i in part] for ps in parts.values()]
-    final = max(grid, key=lambda g: (_objective(everything, g), -g.min_score, g.refusal_prob, -g.retry_below))
+    final = max(grid, key=lambda g: (_objective(everything, g), -g.min_score, g.refusal_prob, -g.retry_below,
+                                     -g.claim_threshold))
     return {"held_out": results, "fold_gates": [asdict(g) for g in chosen], "chosen": asdict(final),
             "chosen_metrics": {name: {k: (None if v != v else round(v, 4)) for k, v in gate_metrics(items, final).items()}
                                for name, items in zip(parts, everything)}}

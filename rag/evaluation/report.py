@@ -15,6 +15,7 @@ from rag.evaluation.scoring import (
     LOWER_IS_BETTER,
     RATE_METRICS,
     ItemResult,
+    refusals_by_reason,
 )
 from rag.evaluation.testsets import read_json
 
@@ -45,7 +46,11 @@ class Report:
         return path
 
     def table(self) -> str:
-        return metrics_table(self.metrics, partial=self.partial)
+        reasons = refusals_by_reason(self.items)
+        lines = [metrics_table(self.metrics, partial=self.partial)]
+        if reasons:
+            lines.append("refusals by reason: " + "; ".join(f"{k}: {v}" for k, v in reasons.items()))
+        return "\n".join(lines)
 
     def write_markdown(self, path: str | Path, *, max_items: int = 300) -> list[Path]:
         """Write the Markdown report and its PNG plots beside it; returns every file written."""
@@ -70,6 +75,10 @@ class Report:
         lines += [f"| {k} | {fmt(m.get(k))} | {over} |" for k, over in {**RATE_METRICS, **LATENCY_METRICS}.items()]
         lines += ["", " · ".join(f"{k} = {m.get(k)}" for k in COUNT_METRICS), "",
                   f"![metrics]({metrics_png})", "", f"![latency]({latency_png})", ""]
+        reasons = refusals_by_reason(self.items)
+        if reasons:
+            lines += ["## Refusals by reason", "", "| reason | answers |", "| --- | ---: |"]
+            lines += [f"| {_md(k)} | {v} |" for k, v in reasons.items()] + [""]
         if self.problems:
             lines += ["## Test-set problems (items skipped)", ""] + [f"- {_md(p)}" for p in self.problems] + [""]
         lines += ["## Items", "", "| id | verdict | F1 | answer | gold | cited |", "| --- | --- | ---: | --- | --- | --- |"]
@@ -157,7 +166,8 @@ def plot_latency(items: list[ItemResult], path: Path) -> Path:
     from matplotlib.figure import Figure
 
     series = {name: [r.timings[key] for r in items if r.error is None and key in r.timings]
-              for name, key in (("retrieve", "retrieve"), ("first token", "first_token"), ("total", "total"))}
+              for name, key in (("retrieve", "retrieve"), ("first token", "first_token"),
+                                ("first verified", "first_verified"), ("total", "total"))}
     fig = Figure(figsize=(9, 3.6), dpi=110)
     FigureCanvasAgg(fig)
     hist, box = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)

@@ -43,6 +43,10 @@ LATENCY_METRICS: dict[str, str] = {
     "latency_p95_s": "whole answer",
     "ttft_p50_s": "first token, from the start of generation",
     "ttft_p95_s": "first token, from the start of generation",
+    "first_verified_p50_s": "first verified sentence shown, from the start of generation (answers)",
+    "first_verified_p95_s": "first verified sentence shown, from the start of generation (answers)",
+    "claim_check_p50_s": "claim check of an answer (items it ran on)",
+    "claim_check_p95_s": "claim check of an answer (items it ran on)",
     "retrieve_p50_s": "retrieval",
     "retrieve_p95_s": "retrieval",
 }
@@ -164,9 +168,13 @@ def compute_metrics(results: Iterable[ItemResult]) -> dict[str, float | int | No
     total = [r.timings["total"] for r in ok if "total" in r.timings]
     first = [r.timings["first_token"] for r in ok if "first_token" in r.timings]
     retrieve = [r.timings["retrieve"] for r in ok if "retrieve" in r.timings]
+    verified = [r.timings["first_verified"] for r in ok if "first_verified" in r.timings]
+    claim = [r.timings["claim_check"] for r in ok if "claim_check" in r.timings]
     out.update({
         "latency_p50_s": M.percentile(total, 50), "latency_p95_s": M.percentile(total, 95),
         "ttft_p50_s": M.percentile(first, 50), "ttft_p95_s": M.percentile(first, 95),
+        "first_verified_p50_s": M.percentile(verified, 50), "first_verified_p95_s": M.percentile(verified, 95),
+        "claim_check_p50_s": M.percentile(claim, 50), "claim_check_p95_s": M.percentile(claim, 95),
         "retrieve_p50_s": M.percentile(retrieve, 50), "retrieve_p95_s": M.percentile(retrieve, 95),
     })
     out = {k: _round(v) for k, v in out.items()}
@@ -179,3 +187,19 @@ def compute_metrics(results: Iterable[ItemResult]) -> dict[str, float | int | No
 
 def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(float(value), digits)
+
+
+def reason_kind(reason: str) -> str:
+    """A refusal reason without its numbers: "no passage is relevant enough (best score 0.21 < 0.3)"
+    counts as "no passage is relevant enough"."""
+    return reason.split(" (")[0].strip() or "(no reason recorded)"
+
+
+def refusals_by_reason(results: Iterable[ItemResult]) -> dict[str, int]:
+    """How many answers were refused for each reason, most frequent first."""
+    counts: dict[str, int] = {}
+    for r in results:
+        if r.error is None and r.abstained:
+            kind = reason_kind(r.refusal_reason)
+            counts[kind] = counts.get(kind, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

@@ -1,7 +1,8 @@
 """What the pipeline reads from, and keeps of, a loaded llama.cpp model (llama-index `LlamaCPP`).
 
 `LlamaRefusalProbe`: the model's probability of starting its reply with the refusal, and a logit bias
-that bans it for a second try. `PromptCache`: the KV state of a prompt saved next to the index, so the
+that bans it for a second try. `LlamaClaimJudge`: the claim check (rag/answer/claims.py) read from
+the model's probability of replying "yes" to a question appended to the answer's prompt. `PromptCache`: the KV state of a prompt saved next to the index, so the
 first question after a restart skips the shared prefix. Both return None for servers and fakes, where
 there is no llama.cpp state to read.
 """
@@ -61,6 +62,75 @@ class LlamaRefusalProbe:
         logits = np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(llama.n_vocab(),)).astype(np.float64)
         top = logits.max()
         return float(np.exp(logits[self.refusal_token] - top) / np.exp(logits - top).sum())
+
+
+def _shared_prefix(cached: Sequence[int], tokens: Sequence[int]) -> int:
+    n = 0
+    for a, b in zip(cached, tokens):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
+def _first_tokens(llama: Any, words: Sequence[str]) -> list[int]:
+    ids = [llama.tokenize(w.encode("utf-8"), add_bos=False, special=False)[0] for w in words]
+    return list(dict.fromkeys(ids))
+
+
+class LlamaClaimJudge:
+    """The claim check on the answering model itself (rag/answer/claims.py): the judge's question is
+    appended to the answer's own prompt (system prompt + passages + question), whose tokens llama.cpp
+    has just evaluated, so only the question's few dozen tokens are new. The score is
+    P("yes") / (P("yes") + P("no")) over the first token of the reply ("yes", "Yes", " yes", ...), read
+    from the logits. Afterwards the cache still starts with the prompt's shared prefix, so the next
+    question reuses it. `evaluated` counts the tokens the judge made llama.cpp evaluate (its cost)."""
+
+    def __init__(self, llm: Any, prompts_dir: Path | None = None) -> None:
+        from rag.config import PROMPTS_DIR
+
+        self.llm = llm
+        self.llama = llm._model
+        self.prompts_dir = prompts_dir or PROMPTS_DIR
+        self.yes = _first_tokens(self.llama, ["yes", "Yes", " yes", " Yes", "YES"])
+        self.no = _first_tokens(self.llama, ["no", "No", " no", " No", "NO"])
+        if set(self.yes) & set(self.no):
+            raise ValueError("the tokenizer's first tokens of yes and no overlap")
+        self.evaluated = 0
+
+    def score(self, messages: Sequence[Any], question: str, sentence: str, cited: Sequence[int],
+              evidence: str) -> float | None:
+        import numpy as np
+
+        from rag.answer.claims import judge_messages
+
+        llama = self.llama
+        turns = judge_messages(messages, question, sentence, cited, evidence, self.prompts_dir)
+        tokens = llama.tokenize(self.llm.messages_to_prompt(turns).encode("utf-8"), special=True)
+        if not tokens or len(tokens) > llama.n_ctx():
+            return None
+        # Reuse the cached prefix (at least the last token is evaluated, for its logits).
+        keep = min(_shared_prefix(llama.input_ids[: llama.n_tokens], tokens), len(tokens) - 1)
+        llama.n_tokens = keep
+        llama.eval(tokens[keep:])
+        self.evaluated += len(tokens) - keep
+        logits = np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(llama.n_vocab(),)).astype(np.float64)
+        p = np.exp(logits - logits.max())
+        yes, no = float(p[self.yes].sum()), float(p[self.no].sum())
+        return yes / (yes + no) if yes + no > 0 else None
+
+
+def claim_judge_for(llm: Any) -> LlamaClaimJudge | None:
+    """The claim judge for a llama-index LlamaCPP model; None for servers and fakes (no logits to read)."""
+    llama = getattr(llm, "_model", None)
+    if llama is None or not hasattr(llama, "tokenize") or not hasattr(llama, "_ctx") \
+            or not hasattr(getattr(llm, "messages_to_prompt", None), "__call__"):
+        return None
+    try:
+        return LlamaClaimJudge(llm)
+    except Exception as exc:  # an exotic tokenizer: the answer just goes unjudged
+        log.warning("no claim check for this model: %s", exc)
+        return None
 
 
 def refusal_probe_for(llm: Any, refusal: str) -> LlamaRefusalProbe | None:
