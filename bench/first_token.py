@@ -61,7 +61,7 @@ def measure(model: str, context: str, questions: list[str], claim_check: bool = 
         t = time.perf_counter()
         rag.llm  # load, not timed
         log(f"{model} loaded in {time.perf_counter() - t:.1f} s")
-        judge = rag._judge(rag.llm)
+        judge = rag.llama_helpers(rag.llm).judge
         firsts, verified, claims, totals = [], [], [], []
         for q in questions:
             answer = rag.ask(q)

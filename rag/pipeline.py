@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from llama_index.core.llms import LLM
@@ -56,6 +57,9 @@ from rag.types import (
     SyncReport,
 )
 
+
+if TYPE_CHECKING:
+    from rag.models.llama_state import LlamaHelpers
 # Saved llama.cpp prompt states (rag/llama_state.PromptCache), inside the index directory.
 PROMPT_STATE_DIR = "llama-state"
 # Chunks embedded per model call while ingesting many files (a few full batches of 64).
@@ -92,11 +96,8 @@ class RAG:
         self.semantic = SemanticSupport(embedder) if settings.support == "embedding" else None
         self._llm = llm
         self._llm_source = llm_source
-        self._probe_for: LLM | None = None
-        self._probe_obj = None
-        self._state_obj = None
+        self._helpers: LlamaHelpers | None = None
         self.claim_judge = claim_judge
-        self._judge_obj: ClaimJudge | None = None
         self._write_lock = threading.RLock()
         self._llm_lock = llm_lock or ModelLock()
         self._load_lock = threading.Lock()
@@ -409,13 +410,14 @@ class RAG:
         passages, shown = self.context(question, top_k, documents)
         timings = {"retrieve": time.perf_counter() - start}
         llm = self.llm
+        helpers = self.llama_helpers(llm)
         # A scoped prompt's prefix differs per selection; saving its state would evict the whole corpus's.
         whole_corpus = self.corpus is not None and bool(shown) and not documents and self.corpus.fits()
         answerer = Answerer(llm, min_score=self.settings.min_score, style=self.settings.answer_style,
                             semantic=self.semantic, refusal_prob=self.settings.refusal_prob,
                             retry_below=self.settings.retry_below,
-                            probe=self._probe(llm), prompt_state=self._prompt_state(llm) if whole_corpus else None,
-                            judge=self._judge(llm) if self.settings.claim_check else None,
+                            probe=helpers.probe, prompt_state=helpers.prompt_state if whole_corpus else None,
+                            judge=helpers.judge if self.settings.claim_check else None,
                             claim_threshold=self.settings.claim_threshold)
         with self._llm_lock:
             for item in answerer.stream(question, passages, timings, shown):
@@ -423,24 +425,13 @@ class RAG:
                     item.timings["total"] = time.perf_counter() - start
                 yield item
 
-    def _probe(self, llm: LLM):
-        """The llama.cpp helpers of the current LLM (None for servers and fakes), made once per LLM."""
-        if self._probe_for is not llm:
-            from rag.models.llama_state import claim_judge_for, prompt_cache_for, refusal_probe_for
+    def llama_helpers(self, llm: LLM) -> LlamaHelpers:
+        """The llama.cpp helpers of the current LLM (each None for servers and fakes), made once per LLM."""
+        if self._helpers is None or self._helpers.llm is not llm:
+            from rag.models.llama_state import llama_helpers_for
 
-            self._probe_for = llm
-            self._probe_obj = refusal_probe_for(llm, REFUSAL)
-            self._judge_obj = claim_judge_for(llm) if self.claim_judge is None else self.claim_judge
-            self._state_obj = prompt_cache_for(llm, self.store.directory / PROMPT_STATE_DIR)
-        return self._probe_obj
-
-    def _prompt_state(self, llm: LLM):
-        self._probe(llm)
-        return self._state_obj
-
-    def _judge(self, llm: LLM) -> ClaimJudge | None:
-        self._probe(llm)
-        return self._judge_obj
+            self._helpers = llama_helpers_for(llm, REFUSAL, self.store.directory / PROMPT_STATE_DIR, self.claim_judge)
+        return self._helpers
 
     def ask(self, question: str, top_k: int | None = None, documents: Sequence[str] | None = None) -> Answer:
         """Answer `question` from the whole corpus, or from `documents` (doc ids or path globs) only."""

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +241,20 @@ def prompt_cache_for(llm: Any, directory: Path) -> PromptCache | None:
     if llama is None or not hasattr(llama, "_ctx") or not hasattr(llama, "input_ids"):
         return None
     return PromptCache(llm, directory)
+
+
+@dataclass(frozen=True)
+class LlamaHelpers:
+    """What the answerer reads from a llama.cpp model besides its text, made once per loaded model."""
+
+    llm: Any
+    probe: LlamaRefusalProbe | None
+    prompt_state: PromptCache | None
+    judge: Any  # a ClaimJudge: LlamaClaimJudge, or the one the caller passed
+
+
+def llama_helpers_for(llm: Any, refusal: str, state_dir: Path, judge: Any = None) -> LlamaHelpers:
+    """The refusal probe, the prompt-state cache (in `state_dir`) and the claim judge of `llm` (each None
+    for servers and fakes); `judge`, when given, is used instead of the model's own."""
+    return LlamaHelpers(llm, refusal_probe_for(llm, refusal), prompt_cache_for(llm, state_dir),
+                        judge if judge is not None else claim_judge_for(llm))
