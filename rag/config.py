@@ -51,6 +51,8 @@ def _user_index_dir() -> Path:
 
 PROMPTS_DIR = PROJECT_ROOT / "prompts" if IN_CHECKOUT else _packaged("prompts")
 SEEDS_DIR = PROJECT_ROOT / "seeds" if IN_CHECKOUT else _packaged("seeds")
+# Test sets that ship with rag-local beyond the seed's own (the near-miss set): `rag eval run NAME` finds them.
+TESTSETS_DIR = PROJECT_ROOT / "testsets" if IN_CHECKOUT else _packaged("testsets")
 DEFAULT_INDEX_DIR = PROJECT_ROOT / "index" if IN_CHECKOUT else _user_index_dir()
 # One index directory per named collection (rag/collections.py); `default` is index_dir itself.
 DEFAULT_COLLECTIONS_DIR = PROJECT_ROOT / "collections" if IN_CHECKOUT else _user_data_dir() / "collections"
