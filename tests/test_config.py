@@ -27,6 +27,7 @@ def test_precedence_file_then_env_then_overrides(tmp_path, monkeypatch):
         ({"answer_style": "long"}, "use sentence, short"),
         ({"support": "vibes"}, "use lexical, embedding"),
         ({"embed_backend": "tpu"}, "use torch, onnx, onnx-int8"),
+        ({"embed_model": "e5-large"}, "use all-MiniLM-L6-v2, multilingual-e5-small"),
     ],
 )
 def test_bad_values_fail_at_construction_naming_valid_choices(changes, message):
