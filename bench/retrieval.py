@@ -62,7 +62,7 @@ def parse_config(spec: str) -> dict[str, object]:
     return out
 
 
-def bench_config(spec: str, model: str, index: Path, embedder, items, k: int) -> dict:
+def bench_config(spec: str, model: str, index: Path, embedder, items, k: int, shown: bool = True) -> dict:
     settings = Settings.load(**parse_config(spec), embed_model=model)  # environment, then this row's settings
     rag = RAG.open(index, settings, embedder=embedder, seed=False)
     ranks, shown_ranks, times = {}, {}, []
@@ -71,16 +71,22 @@ def bench_config(spec: str, model: str, index: Path, embedder, items, k: int) ->
         passages = rag.retrieve(item.question, k)
         times.append(time.perf_counter() - start)
         ranks[item.id] = M.first_hit_rank([M.text_contains(p.text, item.gold) for p in passages])
-        shown, _ = rag.context(item.question, k)
-        shown_ranks[item.id] = M.first_hit_rank([M.text_contains(p.text, item.gold) for p in shown[:k]])
-    scores, shown_scores = M.retrieval_scores(list(ranks.values())), M.retrieval_scores(list(shown_ranks.values()))
+        if shown:
+            passages, _ = rag.context(item.question, k)
+            shown_ranks[item.id] = M.first_hit_rank([M.text_contains(p.text, item.gold) for p in passages[:k]])
+    scores = M.retrieval_scores(list(ranks.values()))
+    shown_scores = M.retrieval_scores(list(shown_ranks.values())) if shown else {"hit_at_k": None, "mrr": None}
     row = {"config": spec, "embed_model": model, "hit_at_k": round(scores["hit_at_k"], 3),
-           "mrr": round(scores["mrr"], 3), "shown_hit_at_k": round(shown_scores["hit_at_k"], 3),
-           "shown_mrr": round(shown_scores["mrr"], 3), "retrieve_p50_ms": round(M.percentile(times, 50) * 1000, 1),
+           "mrr": round(scores["mrr"], 3), "shown_hit_at_k": _round(shown_scores["hit_at_k"]),
+           "shown_mrr": _round(shown_scores["mrr"]), "retrieve_p50_ms": round(M.percentile(times, 50) * 1000, 1),
            "items": len(items), "ranks": ranks, "shown_ranks": shown_ranks}
     log(f"{spec} {model}: hit@{k} {row['hit_at_k']}, mrr {row['mrr']}; as shown {row['shown_hit_at_k']}, "
         f"{row['shown_mrr']}")
     return row
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def paired(rows: list[dict], models: list[str]) -> list[dict]:
@@ -91,6 +97,8 @@ def paired(rows: list[dict], models: list[str]) -> list[dict]:
             continue
         base = next(r for r in rows if r["config"] == row["config"] and r["embed_model"] == models[0])
         for key in ("shown_ranks", "ranks"):
+            if not row[key]:
+                continue
             wins = sum(1 for i, r in row[key].items() if r is not None and base[key][i] is None)
             losses = sum(1 for i, r in row[key].items() if r is None and base[key][i] is not None)
             out.append({"config": row["config"], "a": models[0], "b": row["embed_model"],
@@ -112,6 +120,9 @@ def main() -> int:
                     help="retrieval[,setting=value...] per row, e.g. hybrid,diversity=0.3")
     ap.add_argument("--embed-models", nargs="+", help="run every row with each of these embedding models, "
                                                       "paired against the first (default: the configured one)")
+    ap.add_argument("--retrieved-only", action="store_true",
+                    help="score the retrieved chunks only, not the passages as shown (which embeds each question's "
+                         "candidate sentences: slow with a slow embedder)")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout (table to stderr)")
     args = ap.parse_args()
 
@@ -133,11 +144,13 @@ def main() -> int:
             started = time.perf_counter()
             open_rag_for(testset, settings.with_(index_dir=index), docs=args.docs, index=index, embedder=embedder)
             log(f"built {index} with {model} in {time.perf_counter() - started:.0f} s")
-        rows += [bench_config(spec, model, index, embedder, items, args.top_k) for spec in args.configs]
+        rows += [bench_config(spec, model, index, embedder, items, args.top_k, not args.retrieved_only)
+                 for spec in args.configs]
     keys = ["config", "embed_model", "hit_at_k", "mrr", "shown_hit_at_k", "shown_mrr", "retrieve_p50_ms", "items"]
     k = args.top_k
     text = table(["configuration", "embedding", f"hit@{k}", "MRR", f"hit@{k} as shown", "MRR as shown",
-                  "retrieve p50 ms", "answerable items"], [[r[key] for key in keys] for r in rows])
+                  "retrieve p50 ms", "answerable items"], [["-" if r[key] is None else r[key] for key in keys]
+                                                           for r in rows])
     pairs = paired(rows, models) if len(models) > 1 else []
     if pairs:
         text += "\n\n" + table(["configuration", "A", "B", "scored", "found by B only", "found by A only", "sign test p"],
