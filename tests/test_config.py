@@ -30,6 +30,7 @@ def test_precedence_file_then_env_then_overrides(tmp_path, monkeypatch):
         ({"claim_threshold": 1.5}, "claim_threshold=1.5"),
         ({"claim_threshold": -0.1}, "claim_threshold=-0.1"),
         ({"claim_check": "maybe"}, "claim_check='maybe'"),
+        ({"embed_model": "e5-large"}, "use all-MiniLM-L6-v2, multilingual-e5-small"),
     ],
 )
 def test_bad_values_fail_at_construction_naming_valid_choices(changes, message):

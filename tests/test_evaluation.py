@@ -16,7 +16,7 @@ from rag.app.eval_commands import run_cli
 from rag.config import SEEDS_DIR
 from rag.errors import InputError
 from rag.evaluation.report import Report, compare_reports
-from rag.evaluation.runner import evaluate
+from rag.evaluation.runner import derived_index_dir, evaluate
 from rag.evaluation.scoring import (
     COUNT_METRICS,
     LATENCY_METRICS,
@@ -433,6 +433,26 @@ def test_squad_with_docs_is_refused(settings, tmp_path):
     path.write_text(json.dumps(TINY_SQUAD), encoding="utf-8")
     with pytest.raises(InputError, match="--docs is for JSONL"):
         run_cli(cli_args(path, docs=SEED_ARTICLE), settings, embedder=FakeEmbedder(), llm=FakeLLM())
+
+
+def test_jsonl_with_a_squad_file_as_docs_is_asked_over_its_contexts_in_the_squad_runs_index(settings, tmp_path):
+    squad = tmp_path / "tiny.json"
+    squad.write_text(json.dumps(TINY_SQUAD), encoding="utf-8")
+    questions = tmp_path / "near.jsonl"
+    questions.write_text('{"id": "n1", "question": "When was the New Bridge finished?", "answers": []}\n'
+                         '{"id": "c1", "question": "When was the Old Bridge finished?", "answers": ["1999"]}\n')
+    out = tmp_path / "near-run.json"
+    code = run_cli(cli_args(questions, docs=squad, json_out=out), settings, embedder=FakeEmbedder(),
+                   llm=FakeLLM(["Not in the documents.", "The Old Bridge was finished in 1999 [1]."]))
+    assert code == 0
+    data = json.loads(out.read_text(encoding="utf-8"))
+    index = Path(data["config"]["index_dir"])
+    assert index == derived_index_dir(settings, squad, "squad")  # the index `rag eval run tiny.json` uses
+    assert data["config"]["n_documents"] == 2 and data["metrics"]["contains"] == 1.0
+    not_squad = tmp_path / "other.json"
+    not_squad.write_text('{"question": "q?", "answers": []}', encoding="utf-8")
+    with pytest.raises(InputError, match="must be a SQuAD file"):
+        run_cli(cli_args(questions, docs=not_squad), settings, embedder=FakeEmbedder(), llm=FakeLLM())
 
 
 def test_testset_with_a_document_extension_inside_docs_is_refused(settings, tmp_path):

@@ -17,15 +17,16 @@ from rag.config import PROJECT_ROOT
 QUESTION = "How much did Washington spend to establish the base in northern Niger?"
 
 
-def test_pyproject_lists_every_subpackage_and_maps_prompts_and_seeds():
+def test_pyproject_lists_every_subpackage_and_maps_prompts_seeds_and_testsets():
     config = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
     root = Path(rag.__file__).resolve().parent
     tree = {".".join(p.parent.relative_to(root.parent).parts) for p in root.rglob("__init__.py")}
-    assert set(config["packages"]) == tree | {"rag._data.prompts", "rag._data.seeds"}
-    assert config["package-dir"] == {"rag._data.prompts": "prompts", "rag._data.seeds": "seeds"}
-    shipped = {p.suffix for d in ("prompts", "seeds") for p in (PROJECT_ROOT / d).iterdir()}
+    data = {"prompts", "seeds", "testsets"}
+    assert set(config["packages"]) == tree | {f"rag._data.{d}" for d in data}
+    assert config["package-dir"] == {f"rag._data.{d}": d for d in data}
+    shipped = {p.suffix for d in data for p in (PROJECT_ROOT / d).iterdir()}
     patterns = {pat[1:] for pats in config["package-data"].values() for pat in pats}
-    assert shipped <= patterns, shipped - patterns  # every kind of file in prompts/ and seeds/ ships
+    assert shipped <= patterns, shipped - patterns  # every kind of file in prompts/, seeds/ and testsets/ ships
 
 
 def test_importing_rag_changes_no_process_wide_setting():
@@ -59,6 +60,7 @@ def test_the_built_wheel_answers_the_seed_question_from_a_new_virtualenv(tmp_pat
     site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                capture_output=True, text=True, check=True, cwd=tmp_path, env=env).stdout.strip())
     assert (site / "rag" / "_data" / "prompts" / "answer_system.txt").is_file()
+    assert (site / "rag" / "_data" / "testsets" / "nearmiss-seed.jsonl").is_file()
     (site / "zz_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
     work = tmp_path / "somewhere"
     work.mkdir()

@@ -28,8 +28,7 @@ class SentenceSelector:
         texts = [p.chunk.text[s.start - p.chunk.start:s.end - p.chunk.start] for p, ss in zip(passages, spans) for s in ss]
         if not texts:
             return passages
-        vectors = self.embedder.embed([question] + texts)
-        sims = vectors[1:] @ vectors[0]
+        sims = self.embedder.embed(texts) @ self.embedder.embed_query([question])[0]
         out: list[Passage] = []
         i = 0
         for p, ss in zip(passages, spans):
@@ -139,7 +138,7 @@ class WholeCorpus:
         keep = [i for i, p in enumerate(self._passages) if within is None or p.chunk.doc_id in within]
         if not keep:
             return []
-        scores = self._vectors[keep] @ self.embedder.embed([question])[0]
+        scores = self._vectors[keep] @ self.embedder.embed_query([question])[0]
         scored = [Passage(chunk=p.chunk, score=float(s), text=p.text, start=p.start, end=p.end)
                   for p, s in zip((self._passages[i] for i in keep), scores)]
         relevant = {p.chunk.doc_id for p in scored if p.score >= min_score}

@@ -39,7 +39,7 @@ class DenseRetriever:
         self.embedder = embedder
 
     def retrieve(self, question: str, k: int, within: frozenset[int] | None = None) -> list[Passage]:
-        vector = self.embedder.embed([question])[0]
+        vector = self.embedder.embed_query([question])[0]
         return [Passage.of(chunk, score) for chunk, score in self.store.search(vector, k, within)]
 
 
@@ -94,7 +94,7 @@ class HybridRetriever:
     def retrieve(self, question: str, k: int, within: frozenset[int] | None = None) -> list[Passage]:
         if not self.store.chunks or (within is not None and not within):
             return []
-        qv = self.embedder.embed([question])[0]
+        qv = self.embedder.embed_query([question])[0]
         pool = k * self.pool
         dense = self.store.search(qv, pool, within)
         cosine = {c.id: s for c, s in dense}
@@ -170,5 +170,5 @@ class RewritingRetriever:
         passages = self.base.retrieve(self.rewrite(question), k, within)
         if not passages:
             return passages
-        scores = stored_vectors(self.store, self.embedder, [p.chunk for p in passages]) @ self.embedder.embed([question])[0]
+        scores = stored_vectors(self.store, self.embedder, [p.chunk for p in passages]) @ self.embedder.embed_query([question])[0]
         return [Passage.of(p.chunk, float(s)) for p, s in zip(passages, scores)]

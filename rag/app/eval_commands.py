@@ -53,9 +53,10 @@ def add_eval_parser(sub: Any, with_index: Callable[[argparse.ArgumentParser], ar
                                    "`rag eval run TESTSET ...`.")
     esub = p.add_subparsers(dest="eval_command", required=True, metavar="{" + ",".join(EVAL_COMMANDS) + "}")
     r = with_index(esub.add_parser("run", help="ask every question of a test set and score the answers"))
-    r.add_argument("testset", nargs="?", help="JSONL or SQuAD v2 JSON test set (with --collection and no file: "
-                                              "the collection's own test set, grown from the chat's marks)")
-    r.add_argument("--docs", type=Path, help="documents to index for the test set")
+    r.add_argument("testset", nargs="?", help="JSONL or SQuAD v2 JSON test set, or the name of a bundled one "
+                                              "(nearmiss-seed, nearmiss-squad, nearmiss-covid); with --collection and "
+                                              "no file: the collection's own test set, grown from the chat's marks")
+    r.add_argument("--docs", type=Path, help="documents to index for a JSONL test set (a SQuAD .json file: its contexts)")
     r.add_argument("--limit", type=int, help="evaluate only the first N items")
     r.add_argument("--sample", type=int, help="evaluate a fixed seeded sample of N items (same items every run)")
     r.add_argument("--json", dest="json_out", type=Path, help="write the JSON report here")

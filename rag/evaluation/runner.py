@@ -180,7 +180,8 @@ def open_rag_for(testset: TestSet, settings: Settings, *, docs: Path | None = No
     """Build or reuse the index a test set is asked against.
 
     SQuAD: its contexts, in `index` or a folder derived from the test set's path (contexts are written
-    under `<index>/contexts/`). JSONL with `docs`: those documents, in `index` or a folder derived from
+    under `<index>/contexts/`). JSONL with `docs` a SQuAD JSON file: that file's contexts, in the same
+    index its own run uses. JSONL with other `docs`: those documents, in `index` or a folder derived from
     the docs path. JSONL without docs: the configured index (by default index/, built from seeds/).
     The test set file itself is never ingested."""
     from rag.pipeline import RAG
@@ -188,11 +189,14 @@ def open_rag_for(testset: TestSet, settings: Settings, *, docs: Path | None = No
     if testset.format == "squad":
         if docs is not None:
             raise InputError("--docs is for JSONL test sets; a SQuAD file brings its own documents (its contexts)")
-        directory = index or derived_index_dir(settings, testset.path or Path("squad"), "squad")
-        rag = RAG.open(directory, settings, embedder=embedder, llm=llm, seed=False)
-        files = write_contexts(testset, directory / "contexts" / _stem(testset))
-        _report_ingest(rag.add(files, progress=progress, only_supported=True))
-        return rag
+        return _open_squad_contexts(testset, settings, index, embedder, llm, progress)
+    if docs is not None and docs.suffix.lower() == ".json" and docs.is_file():
+        # A JSONL set asked over a SQuAD file's contexts (the near-miss set over SQuAD and COVID-QA): the same
+        # index the SQuAD file's own run builds and reuses.
+        squad = load_testset(docs)
+        if squad.format != "squad":
+            raise InputError(f"--docs {docs}: a .json file must be a SQuAD file (an object with 'data')")
+        return _open_squad_contexts(squad, settings, index, embedder, llm, progress)
     if docs is not None:
         directory = index or derived_index_dir(settings, docs, "docs")
         if testset.path is not None:
@@ -208,6 +212,17 @@ def open_rag_for(testset: TestSet, settings: Settings, *, docs: Path | None = No
         _report_ingest(rag.add([docs], progress=progress, only_supported=True))
         return rag
     return RAG.open(settings=settings, embedder=embedder, llm=llm)
+
+
+def _open_squad_contexts(squad: TestSet, settings: Settings, index: Path | None, embedder: "Embedder | None",
+                         llm: "LLM | None", progress: bool) -> "RAG":
+    from rag.pipeline import RAG
+
+    directory = index or derived_index_dir(settings, squad.path or Path("squad"), "squad")
+    rag = RAG.open(directory, settings, embedder=embedder, llm=llm, seed=False)
+    files = write_contexts(squad, directory / "contexts" / _stem(squad))
+    _report_ingest(rag.add(files, progress=progress, only_supported=True))
+    return rag
 
 
 def _stem(testset: TestSet) -> str:

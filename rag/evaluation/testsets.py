@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rag.config import TESTSETS_DIR
 from rag.errors import InputError
 from rag.ingest.chunking import split_sentences
 
@@ -77,9 +78,28 @@ class TestSet:
         return len(self.items)
 
 
+def bundled_testsets() -> list[str]:
+    """Names of the test sets shipped in `testsets/` (e.g. `nearmiss-seed`), for `rag eval run NAME`."""
+    return sorted(p.stem for p in TESTSETS_DIR.glob("*.jsonl")) if TESTSETS_DIR.is_dir() else []
+
+
+def resolve_testset(name: str | Path) -> Path:
+    """A path as given when it exists, else the bundled test set of that name (`nearmiss-squad`), else
+    an InputError naming the path and the bundled names."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return path
+    bundled = TESTSETS_DIR / f"{path.name}.jsonl"
+    if path.name == str(name) and bundled.is_file():
+        return bundled
+    raise InputError(f"test set not found: {path} (not a file, nor a bundled test set; bundled: "
+                     f"{', '.join(bundled_testsets()) or 'none'})")
+
+
 def load_testset(path: str | Path) -> TestSet:
-    """Read a JSONL or SQuAD JSON test set, deciding by content (a JSON object with `data` is SQuAD)."""
-    path = Path(path).expanduser()
+    """Read a JSONL or SQuAD JSON test set, deciding by content (a JSON object with `data` is SQuAD).
+    `path` may also name a bundled test set (`bundled_testsets()`)."""
+    path = resolve_testset(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError as exc:

