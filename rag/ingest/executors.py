@@ -152,7 +152,12 @@ class ProcessExecutor:
 
         def submit(n: int) -> None:
             for path in todo:
-                queue.append((path, pool.submit(_prepare_in_worker, path, limits, chunker, max_chunks)))
+                try:
+                    future = pool.submit(_prepare_in_worker, path, limits, chunker, max_chunks)
+                except BrokenProcessPool as exc:  # a worker died while these were being queued: the loop
+                    future = Future()             # below reads the file again in a new pool
+                    future.set_exception(exc)
+                queue.append((path, future))
                 n -= 1
                 if n <= 0:
                     return
