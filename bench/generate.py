@@ -42,6 +42,7 @@ from rag.answer.answerer import Answerer  # noqa: E402
 from rag.config import SEEDS_DIR, Settings  # noqa: E402
 from rag.evaluation.testsets import load_testset  # noqa: E402
 from rag.models.bundled import REGISTRY, describe_models, model_path  # noqa: E402
+from rag.models.llama_state import shared_prefix  # noqa: E402
 from rag.models.llm import LLAMA_N_BATCH, loading_llama  # noqa: E402
 from rag.pipeline import RAG  # noqa: E402
 
@@ -81,15 +82,6 @@ def raw_llama(path: Path, settings: Settings):
                                n_batch=LLAMA_N_BATCH, verbose=False)
 
 
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def bench_model(name: str, base: Settings, index_dir: Path, n_timed: int, questions: list[str]) -> dict:
     settings = base.with_(model=name, index_dir=index_dir)
     log(f"[{name}] loading (project path and raw)")
@@ -100,7 +92,7 @@ def bench_model(name: str, base: Settings, index_dir: Path, n_timed: int, questi
     prompts = [llm.messages_to_prompt(m) for m in all_messages]
     tok = lambda s, bos=True: raw.tokenize(s.encode("utf-8"), add_bos=bos, special=True)  # noqa: E731
     prompt_tokens = [len(tok(p)) for p in prompts]
-    reused = [common_prefix(tok(a), tok(b)) for a, b in zip(prompts, prompts[1:])]
+    reused = [shared_prefix(tok(a), tok(b)) for a, b in zip(prompts, prompts[1:])]
     stop = list(llm.generate_kwargs.get("stop") or [])
 
     def run_project(i: int) -> tuple[float, float, str]:

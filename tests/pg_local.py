@@ -33,23 +33,31 @@ def find_bindir() -> Path | None:
     return None
 
 
+def _new_cluster(bindir: Path, prefix: str) -> tuple[Path, dict[str, str]]:
+    """A temp folder holding a new cluster in `data/`, and how to run its tools (as root: as the postgres
+    user, who then owns the folder)."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    run_as: dict[str, str] = {}
+    if os.geteuid() == 0:
+        run_as = {"user": "postgres", "group": "postgres"}
+        shutil.chown(root, "postgres")
+    subprocess.run([str(bindir / "initdb"), "-D", str(root / "data"), "-A", "trust", "-U", "postgres", "--no-sync",
+                    "-E", "UTF8", "--locale=C.UTF-8"], check=True, capture_output=True, cwd=root, **run_as)
+    return root, run_as
+
+
 class LocalPostgres:
     """One server: `uri(dbname)` to connect, `stop()` to end it."""
 
     def __init__(self, bindir: Path, emulate_cpu: str | None = None) -> None:
         self.bindir = bindir
-        self.root = Path(tempfile.mkdtemp(prefix="rag-pg-"))
+        self.root, self._as = _new_cluster(bindir, "rag-pg-")  # _as: as root, run as the postgres user
         self.data = self.root / "data"
         self.socket = self.root / "sock"
         self.socket.mkdir()
-        self._as: dict[str, str] = {}  # as root: run as the postgres user
-        self._process: subprocess.Popen | None = None
-        if os.geteuid() == 0:
-            self._as = {"user": "postgres", "group": "postgres"}
-            shutil.chown(self.root, "postgres")
+        if self._as:
             shutil.chown(self.socket, "postgres")
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8",
-                  "--locale=C.UTF-8")
+        self._process: subprocess.Popen | None = None
         settings = ["-c", "listen_addresses=", "-c", "fsync=off", "-c", "synchronous_commit=off",
                     "-c", "full_page_writes=off", "-c", "max_connections=100"]
         log = self.root / "server.log"
@@ -109,15 +117,8 @@ def single_user(bindir: Path, sql: str, emulate_cpu: str | None = None) -> subpr
     process, statements from stdin, rows printed), optionally under QEMU as `emulate_cpu`. Debian's
     PostgreSQL 15 segfaults under qemu-user in its multi-process mode (a QEMU limit: single-user mode and
     the real CPU are fine), so emulated checks of its pgvector run here."""
-    root = Path(tempfile.mkdtemp(prefix="rag-pg1-"))
-    run_as: dict[str, str] = {}
-    if os.geteuid() == 0:
-        run_as = {"user": "postgres", "group": "postgres"}
-        shutil.chown(root, "postgres")
+    root, run_as = _new_cluster(bindir, "rag-pg1-")
     try:
-        subprocess.run([str(bindir / "initdb"), "-D", str(root / "data"), "-A", "trust", "-U", "postgres",
-                        "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"], check=True, capture_output=True, cwd=root,
-                       **run_as)
         command = [str(bindir / "postgres"), "--single", "-D", str(root / "data"), "-c", "fsync=off", "postgres"]
         if emulate_cpu:
             command = ["qemu-x86_64", "-cpu", emulate_cpu, *command]

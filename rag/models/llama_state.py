@@ -65,7 +65,8 @@ class LlamaRefusalProbe:
         return float(np.exp(logits[self.refusal_token] - top) / np.exp(logits - top).sum())
 
 
-def _shared_prefix(cached: Sequence[int], tokens: Sequence[int]) -> int:
+def shared_prefix(cached: Sequence[int], tokens: Sequence[int]) -> int:
+    """How many leading tokens two token lists share (what llama.cpp's KV cache can keep)."""
     n = 0
     for a, b in zip(cached, tokens):
         if a != b:
@@ -111,7 +112,7 @@ class LlamaClaimJudge:
         if not tokens or len(tokens) > llama.n_ctx():
             return None
         # Reuse the cached prefix (at least the last token is evaluated, for its logits).
-        keep = min(_shared_prefix(llama.input_ids[: llama.n_tokens], tokens), len(tokens) - 1)
+        keep = min(shared_prefix(llama.input_ids[: llama.n_tokens], tokens), len(tokens) - 1)
         llama.n_tokens = keep
         llama.eval(tokens[keep:])
         self.evaluated += len(tokens) - keep
