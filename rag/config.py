@@ -25,7 +25,7 @@ from pydantic_settings import (
 )
 
 from rag.errors import ConfigError
-from rag.models.bundled import REGISTRY
+from rag.model_names import BUNDLED_MODELS, DEFAULT_MODEL
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # A checkout (an editable install, or running from the source tree) reads prompts/ and seeds/ at its top
@@ -58,9 +58,7 @@ DEFAULT_INDEX_DIR = PROJECT_ROOT / "index" if IN_CHECKOUT else _user_index_dir()
 DEFAULT_COLLECTIONS_DIR = PROJECT_ROOT / "collections" if IN_CHECKOUT else _user_data_dir() / "collections"
 COLLECTION_NAME = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
 
-# Bundled model names; anything else must be a path to a .gguf file or an http(s) URL.
-BUNDLED_MODELS = tuple(REGISTRY)
-DEFAULT_MODEL = "qwen2.5-1.5b"
+# BUNDLED_MODELS (rag/model_names.py): a model is one of these, a path to a .gguf file or an http(s) URL.
 DEFAULT_EMBED_MODEL = "all-MiniLM-L6-v2"
 
 # all-MiniLM-L6-v2: English, sentence-transformers (or ONNX, embed_backend); multilingual-e5-small: about 100

@@ -6,12 +6,18 @@ template that names a variable the caller did not give fails loudly instead of s
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rag.config import PROMPTS_DIR
 from rag.errors import ConfigError
 
+if TYPE_CHECKING:  # pragma: no cover
+    from llama_index.core.base.llms.types import ChatMessage
+
+CLAIM_PROMPT = "claim_check"
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
 
@@ -39,3 +45,17 @@ def render(name: str, directory: Path = PROMPTS_DIR, **values: object) -> str:
 
 def available(directory: Path = PROMPTS_DIR) -> list[str]:
     return sorted(p.stem for p in directory.glob("*.txt"))
+
+
+def judge_messages(messages: Sequence["ChatMessage"], question: str, sentence: str, cited: Sequence[int],
+                   evidence: str, prompts_dir: Path = PROMPTS_DIR) -> list["ChatMessage"]:
+    """The claim check's conversation (rag/answer/claims.py; asked by rag/models/llama_state.py): the
+    answer's prompt with the yes/no question appended to its user turn (after the question), so it
+    shares the prompt's evaluated prefix up to the question's end."""
+    from llama_index.core.base.llms.types import ChatMessage
+
+    refs = " and ".join(f"[{n}]" for n in cited) or "the passages"
+    ask = render(CLAIM_PROMPT, prompts_dir, question=question, sentence=sentence, passages=refs,
+                 evidence=evidence.replace('"', "'"))
+    *head, last = messages
+    return [*head, ChatMessage(role=last.role, content=f"{last.content}\n\n{ask}")]

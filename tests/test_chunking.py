@@ -1,4 +1,5 @@
-from rag.ingest.chunking import SentenceChunker, split_sentences
+from rag.ingest.chunking import SentenceChunker
+from rag.text import split_sentences
 from rag.types import Document
 
 

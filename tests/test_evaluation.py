@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from rag.answer.citations import content_words
 from rag.app.eval_commands import run_cli
 from rag.config import SEEDS_DIR
 from rag.errors import InputError
@@ -24,9 +23,9 @@ from rag.evaluation.scoring import (
     ItemResult,
 )
 from rag.evaluation.testsets import TestItem, TestSet, load_testset, parse_jsonl
-from rag.ingest.chunking import split_sentences
 from rag.pipeline import RAG
 from rag.testing import FakeEmbedder, FakeLLM
+from rag.text import content_words, split_sentences
 from tests.conftest import SEED_ARTICLE
 
 SEED_TESTSET = SEEDS_DIR / "testset.jsonl"

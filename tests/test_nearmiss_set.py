@@ -31,7 +31,7 @@ import pytest
 from rag.config import SEEDS_DIR, TESTSETS_DIR
 from rag.errors import InputError
 from rag.evaluation.testsets import bundled_testsets, load_testset, resolve_testset
-from rag.ingest.chunking import split_sentences
+from rag.text import split_sentences
 
 DATASETS = Path(os.environ.get("RAG_DATASETS_DIR") or Path(__file__).resolve().parents[2] / "shared" / "datasets")
 PARTS = {"nearmiss-seed": "seed", "nearmiss-squad": "squad-small/squad-v2-small.json",

@@ -32,12 +32,12 @@ from rag import prompts
 from rag.answer.citations import (
     SemanticSupport,
     attribute,
-    content_words,
     marked,
     strip_markers,
 )
 from rag.answer.claims import NOT_STATED, ClaimJudge, evidence
 from rag.config import PROMPTS_DIR
+from rag.text import content_words
 from rag.types import Answer, AnswerSentence, Citation, Passage, RefusalSignals, short_source
 
 REFUSAL = "Not in the documents."

@@ -11,16 +11,11 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
-from nltk.stem.porter import PorterStemmer
-
-from rag.ingest.chunking import split_sentences
+from rag.text import content_words, names, normal_form, numbers, split_sentences, word_tokens
 from rag.types import AnswerSentence, Chunk, Passage
-
-_STEMMER = PorterStemmer()
 
 if TYPE_CHECKING:  # pragma: no cover
     from rag.models.embedding import Embedder
@@ -28,64 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 _MARKER = re.compile(r"\s*\[(\d+(?:\s*,\s*\d+)*)\]")
 # A marker put after the sentence's end ("... Niger. [2]") belongs to that sentence: moved before the stop.
 _MARKER_AFTER_STOP = re.compile(r"([.!?])((?:\s*\[\d+(?:\s*,\s*\d+)*\])+)")
-# Dotted acronyms (U.S., U. S., e.g.) are one word; so are numbers with separators (1,000 and 3.5).
-_WORD = re.compile(r"(?:[A-Za-z]\.[ ]?){1,}[A-Za-z]\.|[A-Za-z][A-Za-z'\-]*|\d+(?:[.,]\d+)*")
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-NUMBER_WORDS = {w: str(i) for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen twenty".split())}
-STOPWORDS = frozenset(
-    """a an the and or but if of to in on at by for with from as is are was were be been being it its this that
-    these those there their they them he she his her we you your i our not no yes do does did done has have had
-    which who whom whose what when where why how than then so such also about into over after before during
-    while can could would should will may might must shall very more most other some any all each both only
-    said says say according would based passage passages document documents text mentioned stated states""".split()
-)
 SUPPORT_THRESHOLD = 0.6
-
-
-@lru_cache(maxsize=65536)
-def _norm(token: str) -> str:
-    """One comparable form per word: lower-case, acronym dots and number commas dropped, number words
-    as digits ("six" = "6"), and Porter-stemmed so "declared" meets "declare" and "forces" "force"."""
-    token = token.lower().strip("'-")
-    if _NUMBER.fullmatch(token):
-        return token.replace(",", "")
-    token = token.replace(".", "").replace(" ", "")
-    if token in NUMBER_WORDS:
-        return NUMBER_WORDS[token]
-    if token.endswith("'s"):
-        token = token[:-2]
-    return _STEMMER.stem(token)
-
-
-def _words(text: str) -> list[str]:
-    return _WORD.findall(text)
-
-
-def content_words(text: str) -> set[str]:
-    return {_norm(w) for w in _words(text) if w.lower() not in STOPWORDS}
-
-
-def numbers(text: str) -> set[str]:
-    found = {n.replace(",", "") for n in _NUMBER.findall(text)}
-    return found | {NUMBER_WORDS[w.lower()] for w in _words(text) if w.lower() in NUMBER_WORDS}
-
-
-def names(text: str, known: set[str] = frozenset()) -> set[str]:
-    """Capitalised words: names of people, places, organisations, months. A sentence's first word is
-    a name only when it is an acronym or one of the `known` names (the question's): "Nigeria has..."
-    after a question about Nigeria."""
-    found = set()
-    for span in split_sentences(text):
-        words = _words(text[span.start:span.end])
-        for i, w in enumerate(words):
-            if not w[0].isupper() or w.lower() in STOPWORDS:
-                continue
-            norm = _norm(w)
-            if i > 0 or norm in known or (len(w) > 1 and w.replace(".", "").isupper()):
-                found.add(norm)
-    return found
 
 
 @dataclass(frozen=True)
@@ -156,7 +94,7 @@ class SupportChecker:
         self.everything = Evidence.of(*(p.text for p in passages)) if passages else Evidence(frozenset(), frozenset())
         self.qwords = content_words(question)
         self.qnumbers = numbers(question)
-        self.qnames = names(question) | {_norm(w) for w in _words(question) if w[0].isupper()}
+        self.qnames = names(question) | {normal_form(w) for w in word_tokens(question) if w[0].isupper()}
 
     def check(self, sentence: str, evidence: Evidence) -> Check:
         words = content_words(sentence)

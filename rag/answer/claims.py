@@ -16,17 +16,13 @@ out of the answer.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Protocol
 
 from llama_index.core.base.llms.types import ChatMessage
 
-from rag import prompts
-from rag.answer.citations import content_words
-from rag.config import PROMPTS_DIR
-from rag.ingest.chunking import split_sentences
+from rag.prompts import CLAIM_PROMPT, judge_messages  # noqa: F401  (the judge's turn: rag/prompts.py)
+from rag.text import content_words, split_sentences
 
-CLAIM_PROMPT = "claim_check"
 # The refusal reason when every sentence the support check backed fails the claim check.
 NOT_STATED = "the passages do not state this as the answer"
 EVIDENCE_CHARS = 400  # a passage sentence longer than this is cut (what the judge reads costs prompt time)
@@ -57,14 +53,4 @@ def evidence(sentence: str, passage_texts: Sequence[str]) -> str:
     best = " ".join(best.split())
     return best if len(best) <= EVIDENCE_CHARS else best[:EVIDENCE_CHARS].rsplit(" ", 1)[0] + " ..."
 
-
-def judge_messages(messages: Sequence[ChatMessage], question: str, sentence: str, cited: Sequence[int],
-                   evidence: str, prompts_dir: Path = PROMPTS_DIR) -> list[ChatMessage]:
-    """The judge's conversation: the answer's prompt with the yes/no question appended to its user
-    turn (after the question), so it shares the prompt's evaluated prefix up to the question's end."""
-    refs = " and ".join(f"[{n}]" for n in cited) or "the passages"
-    ask = prompts.render(CLAIM_PROMPT, prompts_dir, question=question, sentence=sentence, passages=refs,
-                         evidence=evidence.replace('"', "'"))
-    *head, last = messages
-    return [*head, ChatMessage(role=last.role, content=f"{last.content}\n\n{ask}")]
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from rag.ingest.chunking import split_sentences
 from rag.models.embedding import Embedder
 from rag.store.faiss_index import IndexStore
+from rag.text import split_sentences
 from rag.types import Passage
 
 

@@ -31,9 +31,10 @@ from llama_index.core.llms import LLM
 
 from rag import prompts
 from rag.answer.answerer import is_refusal
-from rag.answer.citations import content_words, strip_markers
+from rag.answer.citations import strip_markers
 from rag.config import PROMPTS_DIR
 from rag.models.llm import complete_until
+from rag.text import content_words
 
 log = logging.getLogger(__name__)
 

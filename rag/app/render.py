@@ -9,9 +9,9 @@ import re
 from collections.abc import Sequence
 
 from rag.answer.answerer import REFUSAL
-from rag.answer.citations import content_words, parse_markers, strip_markers
+from rag.answer.citations import parse_markers, strip_markers
 from rag.errors import RagError
-from rag.ingest.chunking import split_sentences
+from rag.text import content_words, split_sentences
 from rag.types import Answer, AnswerSentence, Citation, short_source
 
 log = logging.getLogger(__name__)

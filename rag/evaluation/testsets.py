@@ -20,7 +20,7 @@ from typing import Any
 
 from rag.config import TESTSETS_DIR
 from rag.errors import InputError
-from rag.ingest.chunking import split_sentences
+from rag.text import split_sentences
 
 
 @dataclass(frozen=True)

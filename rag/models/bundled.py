@@ -18,13 +18,11 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
+
+from filelock import FileLock
 
 from rag.errors import ModelError
-
-if TYPE_CHECKING:  # pragma: no cover
-
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -245,21 +243,11 @@ def _matches(path: Path, model: BundledModel) -> bool:
     return path.stat().st_size == model.size and _sha256_file(path) == model.sha256
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive lock between processes assembling the same model (best effort; POSIX only)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
+def _lock(path: Path) -> FileLock:
+    """An exclusive lock between processes assembling the same model (filelock: the OS drops it with a
+    killed process, on POSIX and Windows alike)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return FileLock(path)
 
 
 def _assemble(

@@ -104,7 +104,7 @@ class LlamaClaimJudge:
               evidence: str) -> float | None:
         import numpy as np
 
-        from rag.answer.claims import judge_messages
+        from rag.prompts import judge_messages
 
         llama = self.llama
         turns = judge_messages(messages, question, sentence, cited, evidence, self.prompts_dir)
