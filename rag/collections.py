@@ -23,7 +23,6 @@ it stays shared after a restart) and removing one (`remove`). Anyone else gets N
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 import threading
@@ -33,12 +32,11 @@ from pathlib import Path
 from llama_index.core.llms import LLM
 
 from rag.config import COLLECTION_NAME, Settings
-from rag.errors import ConfigError, InputError, NotAllowed, StoreError, shown
+from rag.errors import ConfigError, InputError, NotAllowed, shown
 from rag.models.embedding import Embedder, build_embedder
 from rag.models.model_lock import ModelLock
 from rag.pipeline import RAG
 from rag.store.faiss_index import IndexStore
-from rag.store.generations import read_manifest
 
 DEFAULT = "default"
 PRIVATE_PREFIX = "private-"
@@ -175,7 +173,7 @@ class Collections:
 
     def _create(self, name: str) -> RAG:
         rag = self._open(name)
-        if not IndexStore.exists(rag.store.directory):  # on disk at once, so every process lists it
+        if not rag.store.persisted:  # on disk at once, so every process lists it
             with rag.store.writing():
                 rag.store.save()
         return rag
@@ -262,16 +260,4 @@ class Collections:
         if rag is not None:
             docs = rag.documents()
             return len(docs), sum(d.chunks for d in docs)
-        directory = self.directory(name)
-        for _ in range(3):  # a writer's cleanup may remove the generation we just read the name of
-            if not IndexStore.exists(directory):
-                return 0, 0
-            gen = read_manifest(directory).generation
-            try:
-                records = json.loads((directory / f"records.{gen}.json").read_text(encoding="utf-8"))
-                return len(records["documents"]), len(records["chunks"])
-            except FileNotFoundError:
-                continue
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise StoreError(f"index records in {directory} are unreadable: {exc}") from exc
-        raise StoreError(f"index in {directory} keeps changing; try again")
+        return IndexStore.stored_counts(self.directory(name))

@@ -259,5 +259,30 @@ class SyncReport(IngestReport):
     moved: list[MovedDocument] = field(default_factory=list)
 
 
+def hidden_in(path: Path, root: Path) -> bool:
+    """Whether `path` (under `root`) is hidden there: a part of it below `root` starts with a dot."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+@dataclass(frozen=True)
+class FolderScan:
+    """What a sync looks at (rag/ingest/folders.py `scan`; the store's moves judge by it): the synced
+    `roots`, the looked-at `scope` (None: the whole roots), the files found there (as `discover` yields
+    them, for `RAG.add`) and their sources (resolved, as `loading.load` names them)."""
+
+    roots: tuple[Path, ...]
+    scope: tuple[Path, ...] | None
+    files: list[Path] = field(default_factory=list)
+    sources: frozenset[str] = frozenset()
+
+    def covers(self, source: str) -> bool:
+        """Whether a document with this source is this sync's: present in `sources` or to be removed."""
+        path = Path(source)
+        root = next((r for r in self.roots if path.is_relative_to(r)), None)
+        if root is None or hidden_in(path, root):
+            return False
+        return self.scope is None or any(path.is_relative_to(s) for s in self.scope)
+
+
 def short_source(source: str) -> str:
     return Path(source).name

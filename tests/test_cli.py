@@ -77,7 +77,7 @@ def test_a_failed_save_is_one_line_and_the_index_keeps_its_last_state(fake_open,
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     with monkeypatch.context() as m:
-        m.setattr(store, "_write_atomic", disk_full)
+        m.setattr(store, "write_atomic", disk_full)
         assert cli.main(["ingest", str(note), "--index", str(fake_open)]) == cli.EXIT_ERROR
     err = capsys.readouterr().err
     assert err.startswith("error: could not save the index") and "No space left on device" in err

@@ -3,6 +3,7 @@ import pytest
 
 from rag.errors import DocumentNotFound, IndexMismatchError, StoreError
 from rag.store import faiss_index as store_mod
+from rag.store import generations
 from rag.store.faiss_index import IndexStore
 from rag.testing import FakeEmbedder
 from rag.types import Chunk
@@ -59,17 +60,17 @@ def test_crash_during_save_leaves_previous_index_whole(tmp_path, monkeypatch):
     add_doc(s, "a", ["apples grow on trees"])
     s.save()
     add_doc(s, "b", ["cars drive on roads"])
-    real = store_mod._write_atomic
+    real = store_mod.write_atomic
 
     def crash_on_manifest(path, data):
         if path.name == "manifest.json":
             raise KeyboardInterrupt  # Ctrl-C after the data files, before the switch
         real(path, data)
 
-    monkeypatch.setattr(store_mod, "_write_atomic", crash_on_manifest)
+    monkeypatch.setattr(store_mod, "write_atomic", crash_on_manifest)
     with pytest.raises(KeyboardInterrupt):
         s.save()
-    monkeypatch.setattr(store_mod, "_write_atomic", real)
+    monkeypatch.setattr(store_mod, "write_atomic", real)
     r = IndexStore.open(tmp_path, EMB.name, EMB.dim)
     assert [d.id for d in r.documents()] == ["a"]
     assert top(r, "apples grow on trees").text == "apples grow on trees"
@@ -85,7 +86,7 @@ def test_crash_while_writing_a_file_leaves_no_partial_file(tmp_path, monkeypatch
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(store_mod.os, "replace", boom)
+    monkeypatch.setattr(generations.os, "replace", boom)
     with pytest.raises(StoreError, match="could not save the index .*unchanged since its last save"):
         s.save()
     monkeypatch.undo()
@@ -124,7 +125,7 @@ def test_a_write_that_fails_leaves_the_store_as_on_disk(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     with monkeypatch.context() as m:
-        m.setattr(store_mod.os, "replace", disk_full)
+        m.setattr(generations.os, "replace", disk_full)
         with pytest.raises(StoreError, match="could not save"), s.writing():
             add_doc(s, "b", ["cars drive on roads"])
             s.save()

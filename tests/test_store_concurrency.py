@@ -132,7 +132,7 @@ def test_opening_while_a_save_is_in_flight_deletes_nothing(worker, index, monkey
     chunk = Chunk(id=first, doc_id="second", source="/second.txt", text=text, start=0, end=len(text))
     writer.add("second", "/second.txt", len(text), [chunk], EMB.embed([text]))
     seen: dict = {}
-    real = store_mod._write_atomic
+    real = store_mod.write_atomic
 
     def pause_before_the_switch(path, data):
         if path.name == MANIFEST:  # data files of the new generation written; the manifest not yet
@@ -142,7 +142,7 @@ def test_opening_while_a_save_is_in_flight_deletes_nothing(worker, index, monkey
             assert (index / f"vectors.{before + 1}.faiss").exists() and (index / f"records.{before + 1}.json").exists()
         real(path, data)
 
-    monkeypatch.setattr(store_mod, "_write_atomic", pause_before_the_switch)
+    monkeypatch.setattr(store_mod, "write_atomic", pause_before_the_switch)
     writer.save()
     monkeypatch.undo()
     for view in seen.values():  # readers during the save: the previous generation, whole

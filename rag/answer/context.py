@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from rag.models.embedding import Embedder
-from rag.store.faiss_index import IndexStore
+from rag.store.interface import Store
 from rag.text import split_sentences
 from rag.types import Passage
 
@@ -70,7 +70,7 @@ class WholeCorpus:
     seed article, the 1.5B model refused a question answered plainly in the article (refusal
     probability 0.27 -> 0.41); see docs/evaluation.md, "Unrelated documents beside the corpus"."""
 
-    def __init__(self, store: IndexStore, embedder: Embedder, max_words: int, passage_words: int = 50) -> None:
+    def __init__(self, store: Store, embedder: Embedder, max_words: int, passage_words: int = 50) -> None:
         self.store = store
         self.embedder = embedder
         self.max_words = max_words
@@ -87,20 +87,13 @@ class WholeCorpus:
         self._key = key
         self._words = 0
         self._passages, self._vectors = [], None
-        known = getattr(self.store, "corpus_words", None)  # a database store counts its words as it adds
-        if known is not None and known > self.max_words:
-            self._words = known
+        # Size check first, before any chunk is read: the corpus counted without the chunks' overlap
+        # (a database store keeps the count as it adds).
+        self._words = self.store.corpus_words
+        if self._words > self.max_words or not self.store.chunks:
             return
         chunks = sorted(self.store.chunks.values(), key=lambda c: (c.source, c.doc_id, c.start))
-        # Cheap size check first: the corpus is counted without the chunks' overlap.
         covered: dict[str, int] = {}
-        for c in chunks:
-            done = covered.get(c.doc_id, -1)
-            self._words += len(c.text[max(0, done - c.start):].split()) if c.end > done else 0
-            covered[c.doc_id] = max(done, c.end)
-        if self._words > self.max_words or not chunks:
-            return
-        covered = {}
         for c in chunks:
             done = covered.get(c.doc_id, -1)
             fresh = [s for s in split_sentences(c.text, offset=c.start) if s.start >= done]

@@ -12,7 +12,7 @@ import numpy as np
 
 from rag.errors import ConfigError
 from rag.models.embedding import Embedder
-from rag.store.faiss_index import IndexStore
+from rag.store.interface import Store
 from rag.types import Chunk, Passage
 
 
@@ -23,7 +23,7 @@ class Retriever(Protocol):
         ...
 
 
-def stored_vectors(store: IndexStore, embedder: Embedder, chunks: list[Chunk]) -> np.ndarray:
+def stored_vectors(store: Store, embedder: Embedder, chunks: list[Chunk]) -> np.ndarray:
     """The chunks' vectors from the index; re-embedded only where FAISS cannot reconstruct (IVF)."""
     vectors = store.vectors([c.id for c in chunks])
     if vectors is None:
@@ -32,9 +32,9 @@ def stored_vectors(store: IndexStore, embedder: Embedder, chunks: list[Chunk]) -
 
 
 class DenseRetriever:
-    """Cosine similarity over the FAISS index (inner product of normalised MiniLM vectors)."""
+    """Cosine similarity over the store's vectors (inner product of normalised vectors)."""
 
-    def __init__(self, store: IndexStore, embedder: Embedder) -> None:
+    def __init__(self, store: Store, embedder: Embedder) -> None:
         self.store = store
         self.embedder = embedder
 
@@ -57,39 +57,15 @@ def reciprocal_rank_fusion(rankings: list[list[int]], k: int, rrf_k: int = 60) -
 
 
 class HybridRetriever:
-    """Dense FAISS results fused with llama-index's BM25 retriever by reciprocal rank.
+    """Dense results fused with the store's full-text ranking (`Store.lexical_search`: BM25 for FAISS,
+    ts_rank in PostgreSQL) by reciprocal rank. Full text finds what embeddings blur: names, numbers,
+    rare terms."""
 
-    BM25 finds what embeddings blur: names, numbers, rare terms. Its index is rebuilt lazily when
-    the store's contents change (new ids or removed chunks)."""
-
-    def __init__(self, store: IndexStore, embedder: Embedder, pool: int = 3, rrf_k: int = 60) -> None:
+    def __init__(self, store: Store, embedder: Embedder, pool: int = 3, rrf_k: int = 60) -> None:
         self.store = store
         self.embedder = embedder
         self.pool = pool
         self.rrf_k = rrf_k
-        self._bm25 = None
-        self._bm25_key: tuple[int, int, int] | None = None
-        self._bm25_ids: list[int] = []  # chunk id of each BM25 corpus row
-
-    def _bm25_retriever(self, top: int, within: frozenset[int] | None = None):
-        # the generation too: a store reloaded in place (another process saved) may hold other chunks
-        key = (self.store.manifest.generation, self.store.manifest.next_id, len(self.store.chunks))
-        if self._bm25 is None or self._bm25_key != key:
-            from llama_index.core.schema import TextNode
-            from llama_index.retrievers.bm25 import BM25Retriever
-
-            nodes = [TextNode(id_=str(c.id), text=c.text) for c in self.store.chunks.values()]
-            self._bm25 = (BM25Retriever.from_defaults(nodes=nodes, similarity_top_k=min(top, len(nodes)))
-                          if nodes else None)
-            self._bm25_ids = [c.id for c in self.store.chunks.values()]
-            self._bm25_key = key
-        if self._bm25 is not None:
-            self._bm25.similarity_top_k = min(top, len(self.store.chunks))
-            # Scoped: bm25s multiplies each row's score by this mask before taking the top k, so the
-            # chunks outside score 0 (dropped below) and the k come from the chosen ones; no rebuild,
-            # and the term statistics stay the whole corpus's.
-            self._bm25.corpus_weight_mask = None if within is None else [int(i in within) for i in self._bm25_ids]
-        return self._bm25
 
     def retrieve(self, question: str, k: int, within: frozenset[int] | None = None) -> list[Passage]:
         if not self.store.chunks or (within is not None and not within):
@@ -98,16 +74,10 @@ class HybridRetriever:
         pool = k * self.pool
         dense = self.store.search(qv, pool, within)
         cosine = {c.id: s for c, s in dense}
-        rankings = [[c.id for c, _ in dense]]
-        lexical = getattr(self.store, "lexical_search", None)
-        if lexical is not None:  # the store ranks full text itself (PostgreSQL): nothing to build here
-            rankings.append([c.id for c in lexical(question, pool, within)])
-        elif (bm25 := self._bm25_retriever(pool, within)) is not None:
-            hits = [int(n.node.node_id) for n in bm25.retrieve(question) if (n.score or 0) > 0]
-            rankings.append([i for i in hits if within is None or i in within])
+        rankings = [[c.id for c, _ in dense], [c.id for c in self.store.lexical_search(question, pool, within)]]
         fused = reciprocal_rank_fusion(rankings, k, self.rrf_k)
         missing = [i for i in fused if i not in cosine]
-        if missing:  # BM25-only hits: score them on the same cosine scale as the rest
+        if missing:  # full-text-only hits: score them on the same cosine scale as the rest
             vectors = stored_vectors(self.store, self.embedder, [self.store.chunks[i] for i in missing])
             cosine.update({i: float(np.dot(v, qv)) for i, v in zip(missing, vectors)})
         chunks: list[Chunk] = [self.store.chunks[i] for i in fused]
@@ -137,7 +107,7 @@ class DiverseRetriever:
     Relevance is the pool's own order (1 for the first, falling linearly to 0 for the last), not the
     cosine, so a hybrid pool keeps what BM25 contributed; `diversity` 0 returns the pool's top k."""
 
-    def __init__(self, base: Retriever, store: IndexStore, embedder: Embedder, diversity: float, pool: int = 3) -> None:
+    def __init__(self, base: Retriever, store: Store, embedder: Embedder, diversity: float, pool: int = 3) -> None:
         if not 0.0 <= diversity < 1.0:
             raise ConfigError(f"diversity={diversity} is out of range; use 0 (off) up to below 1")
         self.base = base
@@ -160,7 +130,7 @@ class RewritingRetriever:
     """Searches with a rewritten query (e.g. HyDE's question + hypothetical answer), then scores the
     passages against the question as typed, so `Passage.score` stays the question's cosine."""
 
-    def __init__(self, base: Retriever, rewrite: Callable[[str], str], store: IndexStore, embedder: Embedder) -> None:
+    def __init__(self, base: Retriever, rewrite: Callable[[str], str], store: Store, embedder: Embedder) -> None:
         self.base = base
         self.rewrite = rewrite
         self.store = store

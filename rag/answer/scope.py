@@ -1,7 +1,7 @@
 """Questions scoped to some documents: doc ids or path globs -> the chosen doc ids and their chunk ids.
 
 Resolved once at the boundary (RAG.context/retrieve); retrieval then filters before ranking, so the
-top k come from the chosen documents only (IndexStore.search(within=...), BM25 with a weight mask,
+top k come from the chosen documents only (Store.search and Store.lexical_search with within=...,
 WholeCorpus.passages(within=...)).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 
 from rag.errors import InputError
-from rag.store.faiss_index import IndexStore
+from rag.store.interface import Store
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def _matches(patterns: set[str], source: str) -> bool:
     return any(fnmatch.fnmatchcase(source, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def resolve_scope(store: IndexStore, documents: Sequence[str] | None) -> Scope | None:
+def resolve_scope(store: Store, documents: Sequence[str] | None) -> Scope | None:
     """None or empty: the whole corpus (None). Otherwise every document whose id is given, or whose
     source path (or file name alone) matches a given glob; a relative or ~ path is also tried absolute. An entry matching nothing is an InputError."""
     if not documents:

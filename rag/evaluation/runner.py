@@ -116,6 +116,7 @@ def run_config(rag: "RAG", testset: TestSet, *, limit: int | None, n_planned: in
                top_k: int | None = None) -> dict[str, Any]:
     s = rag.settings
     manifest = rag.store.manifest
+    n_documents, n_chunks = rag.store.counts()
     # Every setting, so a new one can never drop out of the reports; then what this run adds.
     settings = s.to_json()
     return {
@@ -134,8 +135,8 @@ def run_config(rag: "RAG", testset: TestSet, *, limit: int | None, n_planned: in
         "chunk_size": manifest.chunk_size,
         "chunk_overlap": manifest.chunk_overlap,
         "index_dir": str(rag.store.directory),
-        "n_documents": len(rag.store.docs),
-        "n_chunks": len(rag.store.chunks),
+        "n_documents": n_documents,
+        "n_chunks": n_chunks,
         "git_commit": git_commit(),
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

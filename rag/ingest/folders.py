@@ -9,39 +9,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag.errors import InputError
 from rag.ingest import loading
+from rag.types import FolderScan, hidden_in
 
 
 def _absolute(path: str | Path) -> Path:
     """The resolved path, also for a path that is gone (its existing parents resolved)."""
     return Path(os.path.abspath(Path(path).expanduser())).resolve()
-
-
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
-
-
-@dataclass(frozen=True)
-class FolderScan:
-    """The synced `roots`, the looked-at `scope` (None: the whole roots), the files found there (as
-    `discover` yields them, for `RAG.add`) and their sources (resolved, as `loading.load` names them)."""
-
-    roots: tuple[Path, ...]
-    scope: tuple[Path, ...] | None
-    files: list[Path] = field(default_factory=list)
-    sources: frozenset[str] = frozenset()
-
-    def covers(self, source: str) -> bool:
-        """Whether a document with this source is this sync's: present in `sources` or to be removed."""
-        path = Path(source)
-        root = next((r for r in self.roots if path.is_relative_to(r)), None)
-        if root is None or _hidden(path, root):
-            return False
-        return self.scope is None or any(path.is_relative_to(s) for s in self.scope)
 
 
 def scan(folders: Iterable[str | Path], changed: Iterable[str | Path] | None = None,
@@ -64,7 +41,7 @@ def scan(folders: Iterable[str | Path], changed: Iterable[str | Path] | None = N
         for raw in changed:
             path = _absolute(raw)
             root = next((r for r in roots if path.is_relative_to(r)), None)
-            if root is not None and not _hidden(path, root):
+            if root is not None and not hidden_in(path, root):
                 scope.append(path)
         look = [p for p in scope if os.path.lexists(p)]
     files: list[Path] = []

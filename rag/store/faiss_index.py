@@ -29,13 +29,10 @@ below AUTO_FLAT_BELOW; an `ivf` index is retrained when the corpus has grown ~4x
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import BinaryIO
 
 import faiss
 import numpy as np
@@ -45,12 +42,14 @@ from rag.config import INDEX_TYPES
 from rag.errors import DocumentNotFound, IndexChangedError, StoreError
 from rag.store.generations import (  # noqa: F401  (FORMAT_VERSION and MANIFEST, re-exported)
     FORMAT_VERSION,
-    GENERATION_FILE,
     MANIFEST,
     DocRecord,
     Manifest,
+    read_counts,
     read_latest,
     read_manifest,
+    remove_older,
+    write_atomic,
 )
 from rag.store.index_types import (  # noqa: F401  (the policy constants, re-exported for bench/)
     HNSW_EF_CONSTRUCTION,
@@ -65,6 +64,8 @@ from rag.store.index_types import (  # noqa: F401  (the policy constants, re-exp
     new_index,
     tombstones,
 )
+from rag.store.bm25 import Bm25
+from rag.store.interface import covered_words
 from rag.types import Chunk, DocumentInfo
 
 LOCK = ".lock"
@@ -91,6 +92,7 @@ class IndexStore:
         self.directory = directory
         self.index_type = index_type
         self._lock = FileLock(directory / LOCK, timeout=LOCK_TIMEOUT)
+        self._bm25 = Bm25()
         self._install(manifest, index, documents, chunks)
 
     def _install(self, manifest: Manifest, index: faiss.Index, documents: dict[str, DocRecord],
@@ -238,6 +240,24 @@ class IndexStore:
             self.chunks.pop(cid, None)
         return record
 
+    def rekey(self, old_id: str, new_id: str, new_source: str) -> DocRecord:
+        """A moved document's new id and source, on its record and every chunk; chunk ids and vectors
+        kept (a re-key touches records only). Inside writing(), then save()."""
+        record = self.docs.pop(old_id)
+        moved = self.docs[new_id] = replace(record, id=new_id, source=new_source, chunk_ids=list(record.chunk_ids))
+        if self._by_source.get(record.source) == old_id:
+            del self._by_source[record.source]
+        self._by_source[new_source] = new_id
+        for cid in record.chunk_ids:
+            self.chunks[cid] = replace(self.chunks[cid], doc_id=new_id, source=new_source)
+        self._dirty = True
+        return moved
+
+    def set_content_hash(self, doc_id: str, digest: str) -> None:
+        """Keep the hash of a document's file (saved with the records), so a sync can re-key it when it moves."""
+        self.docs[doc_id].content_hash = digest
+        self._dirty = True
+
     def doc_for_source(self, source: str) -> str | None:
         return self._by_source.get(source)
 
@@ -311,6 +331,28 @@ class IndexStore:
         return [DocumentInfo(id=d.id, source=d.source, chunks=len(d.chunk_ids), chars=d.chars)
                 for d in sorted(self.docs.values(), key=lambda d: d.source)]
 
+    def counts(self) -> tuple[int, int]:
+        return len(self.docs), len(self.chunks)
+
+    @staticmethod
+    def stored_counts(directory: Path) -> tuple[int, int]:
+        """(documents, chunks) of the index saved in `directory`, without loading it; (0, 0) if none."""
+        return read_counts(Path(directory)) if IndexStore.exists(directory) else (0, 0)
+
+    @property
+    def corpus_words(self) -> int:
+        """Words of every document's chunks, each overlap counted once (`covered_words`)."""
+        by_doc: dict[str, list[Chunk]] = {}
+        for c in self.chunks.values():
+            by_doc.setdefault(c.doc_id, []).append(c)
+        return sum(covered_words(chunks) for chunks in by_doc.values())
+
+    def lexical_search(self, question: str, k: int, within: frozenset[int] | None = None) -> list[Chunk]:
+        """Full-text ranking: BM25 over the chunks (rag/store/bm25.py, rebuilt in memory after a change),
+        chunks with a positive score, best first; `within` filters before ranking."""
+        key = (self.manifest.generation, self.manifest.next_id, len(self.chunks))
+        return [self.chunks[i] for i in self._bm25.search(self.chunks, key, question, k, within)]
+
     # -- persistence --------------------------------------------------------------------------
     def save(self) -> None:
         """Write a new generation, then switch the manifest to it atomically. A write that fails (disk
@@ -338,18 +380,18 @@ class IndexStore:
         gen = self.manifest.generation + 1
         index = self.index
         # Streamed to the file: serialize_index would hold one (and .tobytes() a second) copy in memory.
-        _write_atomic(self.directory / f"vectors.{gen}.faiss",
+        write_atomic(self.directory / f"vectors.{gen}.faiss",
                       lambda fh: faiss.write_index(index, faiss.PyCallbackIOWriter(fh.write)))
         records = {
             "documents": [asdict(d) for d in self.docs.values()],
             "chunks": [asdict(c) for c in self.chunks.values()],
         }
-        _write_atomic(self.directory / f"records.{gen}.json", json.dumps(records).encode("utf-8"))
+        write_atomic(self.directory / f"records.{gen}.json", json.dumps(records).encode("utf-8"))
         manifest = Manifest(**{**asdict(self.manifest), "generation": gen})
-        _write_atomic(self.directory / MANIFEST, json.dumps(asdict(manifest), indent=2).encode("utf-8"))
+        write_atomic(self.directory / MANIFEST, json.dumps(asdict(manifest), indent=2).encode("utf-8"))
         self.manifest.generation = gen
         self._dirty = False
-        self._remove_old_generations()
+        remove_older(self.directory, self.manifest.generation)
 
     # -- index type ---------------------------------------------------------------------------
     def wanted_kind(self, n: int | None = None) -> str:
@@ -402,45 +444,3 @@ class IndexStore:
             order = np.argsort(ids, kind="stable")
             ids, vectors = ids[order], vectors[order]
         return ids, vectors
-
-    def _remove_old_generations(self) -> None:
-        """Delete the files of generations older than the current one, and `.tmp-*` files.
-
-        Only called under the directory lock, right after a save: no writer is writing then, so a
-        `.tmp-*` file is a crashed writer's, and no reader will take an older generation from the
-        manifest any more. A reader that is still loading an older generation may see its file vanish;
-        it then re-reads the manifest and loads this one (_read_latest). That was chosen over keeping
-        the previous generation, which would double the index's disk use. A newer generation's files
-        (a writer killed before its manifest switch) are left alone: the next save writes that
-        generation again, replacing them."""
-        current = self.manifest.generation
-        for path in self.directory.iterdir():
-            match = GENERATION_FILE.fullmatch(path.name)
-            older = match is not None and int(match.group(1) or match.group(2)) < current
-            if older or path.name.startswith(".tmp-"):
-                try:
-                    path.unlink()
-                except OSError:
-                    pass  # e.g. held open by a reader on Windows: a later save removes it
-
-
-def _write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
-    """Write `data` (bytes, or a function that writes to the open file) to `path` atomically."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            if callable(data):
-                data(fh)
-            else:
-                fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -3,14 +3,19 @@
 A generation is a pair of files, vectors.<gen>.faiss and records.<gen>.json, written whole before
 manifest.json is switched to name it. Readers take no lock: they read the manifest, then the files it
 names; a writer's cleanup may remove those files once a newer generation is in force, and the reader
-then follows the manifest to the newer one (read_latest). Writing is IndexStore's (faiss_index.py).
+then follows the manifest to the newer one (read_latest). IndexStore (faiss_index.py) decides what to
+write; the files are written here (`write_atomic`) and older generations removed (`remove_older`).
 """
 from __future__ import annotations
 
 import json
+import os
 import re
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, TypeVar
 
 import faiss
 
@@ -23,6 +28,7 @@ MANIFEST = "manifest.json"
 # A reader whose generation's files vanish re-reads the manifest; this many generations in a row
 # moving on under it (each a whole save by another process) means something else is wrong.
 READ_ATTEMPTS = 5
+T = TypeVar("T")
 GENERATION_FILE = re.compile(r"(?:vectors\.(\d+)\.faiss|records\.(\d+)\.json)")
 
 
@@ -71,20 +77,44 @@ def check_manifest(directory: Path, manifest: Manifest, embed_model: str, dim: i
 
 def read_latest(directory: Path, embed_model: str, dim: int
                 ) -> tuple[Manifest, faiss.Index, dict[str, DocRecord], dict[int, Chunk]]:
-    """The generation manifest.json names, read whole, without a lock. If its files are missing or
-    unreadable and the manifest meanwhile names a newer generation, the generation moved on under
-    us (a writer's cleanup removed the old files): read the newer one instead of failing."""
+    """The generation manifest.json names, read whole, without a lock (following the manifest if the
+    generation moves on meanwhile: `_follow`)."""
+    manifest, (index, docs, chunks) = _follow(directory, lambda m: read_generation(directory, m.generation, dim),
+                                             lambda m: check_manifest(directory, m, embed_model, dim))
+    return manifest, index, docs, chunks
+
+
+def read_counts(directory: Path) -> tuple[int, int]:
+    """(documents, chunks) of the generation manifest.json names, from its records alone (no vectors
+    read, no model needed), following the manifest as `read_latest` does."""
+    return _follow(directory, lambda m: _record_counts(directory, m.generation))[1]
+
+
+def _follow(directory: Path, read: Callable[[Manifest], T], check: Callable[[Manifest], None] | None = None
+            ) -> tuple[Manifest, T]:
+    """`read` the generation manifest.json names. If its files are missing or unreadable (StoreError)
+    and the manifest meanwhile names a newer generation, the generation moved on under us (a writer's
+    cleanup removed the old files): read the newer one instead of failing."""
     manifest = read_manifest(directory)
     for attempt in range(READ_ATTEMPTS):
-        check_manifest(directory, manifest, embed_model, dim)
+        if check is not None:
+            check(manifest)
         try:
-            return (manifest, *read_generation(directory, manifest.generation, dim))
+            return manifest, read(manifest)
         except StoreError:
             latest = read_manifest(directory)
             if latest.generation == manifest.generation or attempt == READ_ATTEMPTS - 1:
                 raise
             manifest = latest
     raise AssertionError("unreachable")
+
+
+def _record_counts(directory: Path, gen: int) -> tuple[int, int]:
+    try:
+        records = json.loads((directory / f"records.{gen}.json").read_text(encoding="utf-8"))
+        return len(records["documents"]), len(records["chunks"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"index records of generation {gen} in {directory} are missing or unreadable: {exc}") from exc
 
 
 def read_generation(directory: Path, gen: int, dim: int
@@ -108,3 +138,45 @@ def read_generation(directory: Path, gen: int, dim: int
     if live != len(chunks) or index.d != dim:
         raise StoreError(f"index in {directory} is inconsistent: {live} vectors for {len(chunks)} chunks")
     return index, docs, chunks
+
+
+def remove_older(directory: Path, current: int) -> None:
+    """Delete the files of generations older than `current`, and `.tmp-*` files.
+
+    Only called under the directory lock, right after a save: no writer is writing then, so a
+    `.tmp-*` file is a crashed writer's, and no reader will take an older generation from the
+    manifest any more. A reader that is still loading an older generation may see its file vanish;
+    it then re-reads the manifest and loads this one (read_latest). That was chosen over keeping
+    the previous generation, which would double the index's disk use. A newer generation's files
+    (a writer killed before its manifest switch) are left alone: the next save writes that
+    generation again, replacing them."""
+    for path in directory.iterdir():
+        match = GENERATION_FILE.fullmatch(path.name)
+        older = match is not None and int(match.group(1) or match.group(2)) < current
+        if older or path.name.startswith(".tmp-"):
+            try:
+                path.unlink()
+            except OSError:
+                pass  # e.g. held open by a reader on Windows: a later save removes it
+
+
+def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
+    """Write `data` (bytes, or a function that writes to the open file) to `path` atomically."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if callable(data):
+                data(fh)
+            else:
+                fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,12 +1,14 @@
 """What the rest of the package uses of an index store: `Store`, met by `IndexStore` (FAISS files,
 rag/store/faiss_index.py) and `PgStore` (PostgreSQL + pgvector, rag/store/postgres.py).
 
-Readers (RAG, the retrievers, WholeCorpus, scope) use `manifest` (generation, next_id, chunk settings,
-stamp), `docs` ({doc id: DocRecord with chunk_ids}), `chunks` (a mapping {chunk id: Chunk}: len, [id],
-values), `search`, `vectors`, `documents`, `refresh` and `directory` (where llama.cpp prompt states are
-kept). Writers change it only inside `writing()`: `reserve_ids`, `doc_for_source`, `remove`, `add`, then
-`save`. A store may also rank full text itself (`lexical_search`, PostgreSQL); the hybrid retriever then
-uses that instead of building BM25 in memory.
+Readers (RAG, the retrievers, WholeCorpus, scope, evaluation) use `manifest` (generation, next_id, chunk
+settings, stamp), `docs` ({doc id: DocRecord with chunk_ids}), `chunks` (a mapping {chunk id: Chunk}: len,
+[id], values), `search` (dense), `lexical_search` (full text: BM25 in memory for FAISS, ts_rank in
+PostgreSQL), `vectors`, `documents`, `counts`, `corpus_words`, `refresh` and `directory` (where llama.cpp
+prompt states are kept). Writers change it only inside `writing()`: `reserve_ids`, `doc_for_source`,
+`remove`, `add`, `set_content_hash`, `rekey` (a sync's moves, rag/store/moves.py), then `save`.
+Everything outside `rag/store/` is typed against this protocol: no isinstance on a concrete store, no
+private field, no file name of the FAISS layout.
 """
 from __future__ import annotations
 
@@ -44,13 +46,37 @@ class Store(Protocol):
 
     def remove(self, doc_id: str) -> DocRecord: ...
 
+    def set_content_hash(self, doc_id: str, digest: str) -> None:
+        """Keep the hash of a just-added document's file, so a later sync can re-key it when it moves."""
+        ...
+
+    def rekey(self, old_id: str, new_id: str, new_source: str) -> DocRecord:
+        """Give a document (which the store holds) a new id (which it does not) and source, on its record
+        and every chunk; chunk ids and vectors are kept. Returns the new record."""
+        ...
+
     def doc_for_source(self, source: str) -> str | None: ...
 
     def search(self, query: np.ndarray, k: int, within: frozenset[int] | None = None) -> list[tuple[Chunk, float]]: ...
 
     def vectors(self, ids: list[int]) -> np.ndarray | None: ...
 
+    def lexical_search(self, question: str, k: int, within: frozenset[int] | None = None) -> list[Chunk]:
+        """Up to k chunks ranked by full text against the question, best first, only chunks sharing a
+        word with it; with `within` (chunk ids), only those, filtered before ranking."""
+        ...
+
     def documents(self) -> list[DocumentInfo]: ...
+
+    def counts(self) -> tuple[int, int]:
+        """(documents, chunks) the store holds."""
+        ...
+
+    @property
+    def corpus_words(self) -> int:
+        """Words of all documents, each chunk overlap counted once (`covered_words`): what WholeCorpus
+        compares with corpus_max_words before reading any chunk."""
+        ...
 
 
 def covered_words(chunks: list[Chunk]) -> int:

@@ -1,51 +1,32 @@
 """A sync's changes to the store that need no embedding: documents of vanished files removed, and
 documents of moved files re-keyed (new id and source on the record and its chunks, vectors and chunk
-ids kept). Called inside IndexStore.writing(), which has brought the store up to the latest generation,
-so what another process saved meanwhile is judged too.
-
-Kept out of faiss_index.py (which the vectors live in): a re-key touches records only.
+ids kept). Called inside Store.writing(), which has brought the store up to the latest generation,
+so what another process saved meanwhile is judged too. Typed against `Store` alone.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from rag.errors import DocumentNotFound
-from rag.ingest.folders import FolderScan
-from rag.store.faiss_index import IndexStore
 from rag.store.generations import DocRecord
 from rag.store.interface import Store
-from rag.types import DocumentInfo, MovedDocument
+from rag.types import DocumentInfo, FolderScan, MovedDocument
 
 
 def rekey(store: Store, old_id: str, new_id: str, new_source: str) -> DocRecord:
-    """Give a document a new id and source, on its record and every chunk; its vectors (keyed by chunk
-    id) stay as they are. Returns the new record. Call inside store.writing(), then save. A store with its
-    own `rekey` (PgStore: in SQL, in writing()'s transaction) does it itself."""
+    """Give a document a new id and source, on its record and every chunk (`Store.rekey`: FAISS edits
+    its records, PostgreSQL its rows in writing()'s transaction); its vectors (keyed by chunk id) stay
+    as they are. Returns the new record. Call inside store.writing(), then save."""
     if old_id not in store.docs:
         raise DocumentNotFound(f"no document with id {old_id!r}; `rag list` shows the ids")
     if new_id in store.docs:
         raise ValueError(f"document id {new_id!r} is already in the index")
-    if not isinstance(store, IndexStore):
-        return store.rekey(old_id, new_id, new_source)
-    record = store.docs.pop(old_id)
-    moved = replace(record, id=new_id, source=new_source, chunk_ids=list(record.chunk_ids))
-    store.docs[new_id] = moved
-    if store._by_source.get(record.source) == old_id:
-        del store._by_source[record.source]
-    store._by_source[new_source] = new_id
-    for cid in record.chunk_ids:
-        store.chunks[cid] = replace(store.chunks[cid], doc_id=new_id, source=new_source)
-    store._dirty = True
-    return moved
+    return store.rekey(old_id, new_id, new_source)
 
 
 def remember_hash(store: Store, doc_id: str, digest: str) -> None:
     """Keep the hash of a just-added document's file (inside writing()), so a later sync can re-key it."""
-    if isinstance(store, IndexStore):
-        store.docs[doc_id].content_hash = digest  # saved with the records
-    else:
-        store.set_content_hash(doc_id, digest)
+    store.set_content_hash(doc_id, digest)
 
 
 def vanished(store: Store, found: FolderScan) -> list[DocRecord]:

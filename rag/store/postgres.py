@@ -347,6 +347,9 @@ class PgStore:
         return [DocumentInfo(id=d.id, source=d.source, chunks=len(d.chunk_ids), chars=d.chars)
                 for d in sorted(self.docs.values(), key=lambda d: d.source)]
 
+    def counts(self) -> tuple[int, int]:
+        return len(self.docs), len(self.chunks)
+
 
 class _Chunks(Mapping[int, Chunk]):
     """{chunk id: Chunk} of a PgStore without holding the corpus: the ids come from the document records,
