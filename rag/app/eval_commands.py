@@ -17,6 +17,7 @@ from rag.evaluation.history import save_run
 from rag.evaluation.report import compare_reports, fmt, load_report, metrics_table
 from rag.evaluation.runner import default_output, evaluate, open_rag_for
 from rag.evaluation.testsets import load_testset
+from rag.types import IngestReport
 
 if TYPE_CHECKING:  # pragma: no cover
     from llama_index.core.llms import LLM
@@ -162,7 +163,7 @@ def _run(args: Any, settings: Settings, *, embedder: "Embedder | None", llm: "LL
     if not testset.items:
         raise InputError(f"{args.testset or testset.path} has no usable items")
     rag = open_rag_for(testset, settings, docs=args.docs, index=args.index, embedder=embedder, llm=llm,
-                       progress=True)
+                       progress=True, on_ingest=_print_ingest)
     if args.json_out:
         json_out = Path(args.json_out)
     else:
@@ -187,6 +188,15 @@ def _run(args: Any, settings: Settings, *, embedder: "Embedder | None", llm: "LL
         print(f"{report.metrics['n_errors']} question(s) failed; see 'error' in the JSON report", file=sys.stderr)
         return EXIT_PARTIAL
     return EXIT_PARTIAL if testset.problems else EXIT_OK
+
+
+def _print_ingest(report: IngestReport) -> None:
+    """What an eval's ingest did (its documents, before the questions), on stderr."""
+    if report.added or report.replaced:
+        n = len(report.added) + len(report.replaced)
+        print(f"indexed {n} document(s) ({len(report.unchanged)} already there)", file=sys.stderr)
+    for failure in report.failed:
+        print(f"skipped document {failure.path}: {failure.reason}", file=sys.stderr)
 
 
 def _refusal_curve_cli(paths: list[Path], report_md: Path | None) -> int:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from rag.models.embedding import Embedder
     from rag.pipeline import RAG
+    from rag.types import IngestReport
 
 def evaluate(rag: "RAG", testset: TestSet | Iterable[TestItem] | str | Path, *, limit: int | None = None,
              sample: int | None = None, progress: bool = False, top_k: int | None = None,
@@ -177,27 +178,30 @@ def write_contexts(testset: TestSet, folder: Path) -> list[Path]:
 
 
 def open_rag_for(testset: TestSet, settings: Settings, *, docs: Path | None = None, index: Path | None = None,
-                 embedder: "Embedder | None" = None, llm: "LLM | None" = None, progress: bool = False) -> "RAG":
+                 embedder: "Embedder | None" = None, llm: "LLM | None" = None, progress: bool = False,
+                 on_ingest: "Callable[[IngestReport], None] | None" = None) -> "RAG":
     """Build or reuse the index a test set is asked against.
 
     SQuAD: its contexts, in `index` or a folder derived from the test set's path (contexts are written
     under `<index>/contexts/`). JSONL with `docs` a SQuAD JSON file: that file's contexts, in the same
     index its own run uses. JSONL with other `docs`: those documents, in `index` or a folder derived from
     the docs path. JSONL without docs: the configured index (by default index/, built from seeds/).
-    The test set file itself is never ingested."""
+    The test set file itself is never ingested. `on_ingest` is given the report of each ingest (the CLI
+    prints it)."""
     from rag.pipeline import RAG
+    from rag.types import IngestReport
 
     if testset.format == "squad":
         if docs is not None:
             raise InputError("--docs is for JSONL test sets; a SQuAD file brings its own documents (its contexts)")
-        return _open_squad_contexts(testset, settings, index, embedder, llm, progress)
+        return _open_squad_contexts(testset, settings, index, embedder, llm, progress, on_ingest)
     if docs is not None and docs.suffix.lower() == ".json" and docs.is_file():
         # A JSONL set asked over a SQuAD file's contexts (the near-miss set over SQuAD and COVID-QA): the same
         # index the SQuAD file's own run builds and reuses.
         squad = load_testset(docs)
         if squad.format != "squad":
             raise InputError(f"--docs {docs}: a .json file must be a SQuAD file (an object with 'data')")
-        return _open_squad_contexts(squad, settings, index, embedder, llm, progress)
+        return _open_squad_contexts(squad, settings, index, embedder, llm, progress, on_ingest)
     if docs is not None:
         directory = index or derived_index_dir(settings, docs, "docs")
         if testset.path is not None:
@@ -210,32 +214,30 @@ def open_rag_for(testset: TestSet, settings: Settings, *, docs: Path | None = No
                 raise InputError(f"the test set {testset.path} is inside --docs and would be indexed as a document; "
                                  "move it out or give it a .jsonl name")
         rag = RAG.open(directory, settings, embedder=embedder, llm=llm, seed=False)
-        _report_ingest(rag.add([docs], progress=progress, only_supported=True))
+        report = rag.add([docs], progress=progress, only_supported=True)
+        if on_ingest is not None:
+            on_ingest(report)
         return rag
     return RAG.open(settings=settings, embedder=embedder, llm=llm)
 
 
 def _open_squad_contexts(squad: TestSet, settings: Settings, index: Path | None, embedder: "Embedder | None",
-                         llm: "LLM | None", progress: bool) -> "RAG":
+                         llm: "LLM | None", progress: bool,
+                         on_ingest: "Callable[[IngestReport], None] | None") -> "RAG":
     from rag.pipeline import RAG
+    from rag.types import IngestReport
 
     directory = index or derived_index_dir(settings, squad.path or Path("squad"), "squad")
     rag = RAG.open(directory, settings, embedder=embedder, llm=llm, seed=False)
     files = write_contexts(squad, directory / "contexts" / _stem(squad))
-    _report_ingest(rag.add(files, progress=progress, only_supported=True))
+    report = rag.add(files, progress=progress, only_supported=True)
+    if on_ingest is not None:
+        on_ingest(report)
     return rag
 
 
 def _stem(testset: TestSet) -> str:
     return testset.path.stem if testset.path else "testset"
-
-
-def _report_ingest(report: Any) -> None:
-    if report.added or report.replaced:
-        n = len(report.added) + len(report.replaced)
-        print(f"indexed {n} document(s) ({len(report.unchanged)} already there)", file=sys.stderr)
-    for failure in report.failed:
-        print(f"skipped document {failure.path}: {failure.reason}", file=sys.stderr)
 
 
 def default_output(settings: Settings, testset: TestSet) -> Path:

@@ -15,6 +15,8 @@ ebooklib and html2text and IPYNBReader nbconvert (none installed); PagedCSVReade
 per row, where a document here is one file. Each would also give texts without offsets into one
 document. So: python-pptx and openpyxl (read-only) for the Office formats, the standard library
 (csv, zipfile + expat, email, json) for the rest.
+
+May import: what rag.ingest may (the ground floor and rag.models); in practice rag.errors and each other.
 """
 from __future__ import annotations
 
