@@ -33,7 +33,7 @@ from rag.config import Settings  # noqa: E402
 from rag.evaluation import metrics as M  # noqa: E402
 from rag.evaluation.runner import sample_items  # noqa: E402
 from rag.evaluation.testsets import load_testset  # noqa: E402
-from rag.ingest.chunking import split_sentences  # noqa: E402
+from rag.text import split_sentences  # noqa: E402
 from rag.models.embedding import build_embedder  # noqa: E402
 
 
