@@ -170,6 +170,7 @@ def silent_server():
     sock.close()
 
 
+@pytest.mark.integration  # a TCP server on 127.0.0.1 that never answers
 def test_a_slow_server_times_out_naming_the_setting(silent_server, tmp_path):
     url, held = silent_server
     llm = rllm.build_llm(Settings(model=url, server_timeout=1.5, cache_dir=tmp_path))
