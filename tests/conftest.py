@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,31 @@ def pytest_collection_modifyitems(items):
         for fixture, marker in MARKER_OF_FIXTURE.items():
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(getattr(pytest.mark, marker))
+
+
+TIERS_BEYOND_FAKES = ("integration", "postgres", "browser")
+
+
+@pytest.fixture(autouse=True)
+def _fakes_start_no_server(request, monkeypatch):
+    """In the fakes-only tier a TCP socket that listens fails the test (after it ran, so a server in a
+    thread does not hang it): the tier starts no server, and a test that serves HTTP on 127.0.0.1, even over
+    fakes, carries `integration`. Unix sockets (multiprocessing's own) are allowed."""
+    if any(request.node.get_closest_marker(m) for m in TIERS_BEYOND_FAKES):
+        yield
+        return
+    listen, seen = socket.socket.listen, []
+
+    def watched(sock, *args):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            seen.append(sock.getsockname())
+        return listen(sock, *args)
+
+    monkeypatch.setattr(socket.socket, "listen", watched)
+    yield seen
+    if seen:
+        pytest.fail(f"{request.node.nodeid} listened on {seen[0]}: it starts a server, so mark it integration "
+                    "(the fakes-only tier starts none)", pytrace=False)
 
 
 @pytest.fixture
