@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from rag.config import SEEDS_DIR, Settings  # noqa: E402
 from rag.pipeline import RAG  # noqa: E402
 from rag.testing import FakeEmbedder, FakeLLM  # noqa: E402
+from tests.tiers import fakes_start_no_server  # noqa: E402, F401 - autouse: the fakes-only tier starts no server
 
 SEED_ARTICLE = SEEDS_DIR / "000_a5055be445bd665f.txt"
 
@@ -29,31 +29,6 @@ def pytest_collection_modifyitems(items):
         for fixture, marker in MARKER_OF_FIXTURE.items():
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(getattr(pytest.mark, marker))
-
-
-TIERS_BEYOND_FAKES = ("integration", "postgres", "browser")
-
-
-@pytest.fixture(autouse=True)
-def _fakes_start_no_server(request, monkeypatch):
-    """In the fakes-only tier a TCP socket that listens fails the test (after it ran, so a server in a
-    thread does not hang it): the tier starts no server, and a test that serves HTTP on 127.0.0.1, even over
-    fakes, carries `integration`. Unix sockets (multiprocessing's own) are allowed."""
-    if any(request.node.get_closest_marker(m) for m in TIERS_BEYOND_FAKES):
-        yield
-        return
-    listen, seen = socket.socket.listen, []
-
-    def watched(sock, *args):
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            seen.append(sock.getsockname())
-        return listen(sock, *args)
-
-    monkeypatch.setattr(socket.socket, "listen", watched)
-    yield seen
-    if seen:
-        pytest.fail(f"{request.node.nodeid} listened on {seen[0]}: it starts a server, so mark it integration "
-                    "(the fakes-only tier starts none)", pytrace=False)
 
 
 @pytest.fixture

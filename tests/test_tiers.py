@@ -1,5 +1,6 @@
 """The test tiers: the fakes-only tier (-m "not integration and not postgres and not browser") starts no
-server, which tests/conftest.py enforces by failing any of its tests that opens a listening TCP socket."""
+server, which tests/tiers.py (through tests/conftest.py) enforces by failing any of its tests that opens a
+listening TCP socket."""
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ def test_a_fakes_only_test_that_listens_on_tcp_fails_naming_the_marker(pytester,
     """In a child pytest (in-process, its listening socket would count against this test too)."""
     root = str(Path(__file__).resolve().parents[1])
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-    pytester.makeconftest("from tests.conftest import _fakes_start_no_server, TIERS_BEYOND_FAKES  # noqa: F401\n")
+    pytester.makeconftest("from tests.tiers import fakes_start_no_server  # noqa: F401\n")
     pytester.makepyfile(test_probe="""
         import socket
         import pytest
