@@ -23,7 +23,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, load_average, log, machine, table  # noqa: E402
@@ -32,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rag.config import SEEDS_DIR, Settings  # noqa: E402
+from rag.evaluation.metrics import percentile  # noqa: E402
 from rag.evaluation.testsets import load_testset  # noqa: E402
 from rag.models.bundled import REGISTRY, describe_models  # noqa: E402
 from rag.pipeline import RAG  # noqa: E402
@@ -67,7 +67,7 @@ def bench_model(name: str, base: Settings, index_dir: Path, questions: list[str]
             gate += 1
         log(f"[{name}] {i + 1}/{len(questions)} first text {first:.2f}s, total {end:.2f}s, "
             f"{'refused' if answer.abstained else 'answered'}")
-    p = lambda xs, q: round(float(np.percentile(xs, q)), 3) if xs else None  # noqa: E731
+    p = lambda xs, q: round(percentile(xs, q), 3) if xs else None  # noqa: E731
     return {"model": name, "ttft_p50_s": p(ttft, 50), "ttft_p95_s": p(ttft, 95), "total_p50_s": p(total, 50),
             "total_p95_s": p(total, 95), "generated_ttft_p50_s": p(generated_ttft, 50), "questions": len(questions),
             "refused_before_generation": gate}

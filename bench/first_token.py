@@ -42,15 +42,16 @@ from _common import emit, load_average, log, table  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
 
 from rag.config import DEFAULT_MODEL, SEEDS_DIR, Settings  # noqa: E402
+from rag.evaluation.metrics import percentile  # noqa: E402
 from rag.evaluation.testsets import load_testset  # noqa: E402
 from rag.pipeline import RAG  # noqa: E402
 
 
 def _p(values: list[float], q: int) -> float | None:
-    return round(float(np.percentile(values, q)), 3) if values else None
+    value = percentile(values, q)
+    return None if value is None else round(value, 3)
 
 
 def measure(model: str, context: str, questions: list[str], claim_check: bool = True) -> dict:

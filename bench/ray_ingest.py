@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -106,10 +105,12 @@ def main() -> None:
             times.setdefault(f"{name} cold", []).append(ingest(f"{name} cold", executor))
             times.setdefault(f"{name} warm", []).append(ingest(f"{name} warm", executor))
             executor.close()
-    local = statistics.median(times["local"])
+    from rag.evaluation.metrics import percentile
+
+    local = percentile(times["local"], 50)
     rows, result = [], {"files": files, "chunks": chunks, "machine": machine(), "runs": times}
     for name, values in times.items():
-        med = statistics.median(values)
+        med = percentile(values, 50)
         rows.append([name, len(values), round(med, 1), round(chunks / med, 1), round(med / local, 2)])
     result["table"] = rows
     text = table(["path", "runs", "median s", "chunks/s", "time / local"], rows)

@@ -10,17 +10,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from rag.config import SEEDS_DIR, Settings  # noqa: E402
 from rag.pipeline import RAG  # noqa: E402
 from rag.testing import FakeEmbedder, FakeLLM  # noqa: E402
+from tests.tiers import fakes_start_no_server  # noqa: E402, F401 - autouse: the fakes-only tier starts no server
 
 SEED_ARTICLE = SEEDS_DIR / "000_a5055be445bd665f.txt"
 
 
+# Fixtures that start something beyond fakes, and the marker each one brings to every test that uses it
+# (directly or through another fixture), so `-m "not integration and not postgres and not browser"` starts no
+# server and no browser: pg_server runs PostgreSQL; `browser` (tests/app/test_ui_e2e.py) runs Chromium;
+# real_rag answers with the bundled 1.5B model, whose ~100 prompt tokens/s on the 2-core CI machine put any
+# real answer over 10 s.
+MARKER_OF_FIXTURE = {"pg_server": "postgres", "browser": "browser", "real_rag": "slow"}
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m deselects
 def pytest_collection_modifyitems(items):
-    """Every test that starts the PostgreSQL server carries the `postgres` marker, so
-    `-m "not integration and not postgres"` starts no server."""
     for item in items:
-        if "pg_server" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.postgres)
+        for fixture, marker in MARKER_OF_FIXTURE.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(getattr(pytest.mark, marker))
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""A loader process's task that dies or is interrupted on given files (tests/test_ingest_executors.py).
+"""A loader process's task that dies or is interrupted on given files (tests/ingest/test_ingest_executors.py).
 Its own small module: a worker process imports it to run it, and should not import the whole test suite."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""kill -9 trials for the PostgreSQL store (tests/test_store_postgres_concurrency.py).
+"""kill -9 trials for the PostgreSQL store (tests/store/test_store_postgres_concurrency.py).
 
 `python tests/pg_worker.py URI TRIALS SEED`: forks a saver that commits one step per generation (the steps
 of tests/store_worker.py, whose contents are a pure function of the generation) until it is killed with

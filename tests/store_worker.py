@@ -1,4 +1,4 @@
-"""Processes for tests/test_store_concurrency.py: writers, readers and killed savers over one index.
+"""Processes for tests/store/test_store_concurrency.py: writers, readers and killed savers over one index.
 
 Run as `python tests/store_worker.py`: a server that imports the package once (~3 s on a loaded
 machine) and then, for each JSON command read from stdin, forks real processes (own memory, own file

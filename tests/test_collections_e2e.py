@@ -58,6 +58,7 @@ def test_private_fact_answered_for_alice_only(server, real_rag):
     assert real_rag.llm is collections.open("private-alice", "alice").llm  # one model for all
 
 
+@pytest.mark.browser  # Chromium through Playwright
 def test_the_picker_shows_each_user_only_their_own(server):
     playwright_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
@@ -98,6 +99,7 @@ def _logged_in(browser, url: str, user: str):
     return page
 
 
+@pytest.mark.browser  # Chromium through Playwright
 def test_only_the_admin_may_switch_the_model_or_make_a_shared_collection(server):
     """Two users in Chromium: bob sees the global controls disabled with the reason; root, the admin,
     creates a shared collection from the UI, bob then sees it, and root deletes it again."""

@@ -5,6 +5,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -59,6 +60,7 @@ STEPS = st.one_of(
 )
 
 
+@pytest.mark.slow  # 10.4 s in the fakes-only tier (--durations, load ~1.5)
 @hsettings(max_examples=300, deadline=None)
 @given(steps=st.lists(STEPS, min_size=1, max_size=14))
 def test_random_steps_keep_the_index_equal_to_a_model(steps):
