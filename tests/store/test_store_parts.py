@@ -67,3 +67,19 @@ def test_rekey_moves_the_record_and_every_chunk_and_refuses_a_taken_or_missing_i
         rekey(store, by_name["b.txt"], "new-id", "/x")
     with pytest.raises(Exception, match="no document with id 'gone'"):
         rekey(store, "gone", "other", "/x")
+
+
+def test_bm25_ranks_the_chunk_with_the_rare_term_first_and_filters_before_ranking():
+    from rag.store.bm25 import Bm25
+
+    texts = ["Niger's junta ordered the troops out.", "The drone base at Agadez cost $110 million.",
+             "Washington spent money on training.", "The base at Agadez hosted drones and crews."]
+    chunks = {i: Chunk(id=i, doc_id="d", source="s", text=t, start=0, end=len(t)) for i, t in enumerate(texts)}
+    bm25 = Bm25()
+    assert bm25.search(chunks, key=1, question="Agadez drone base cost", k=2)[0] == 1
+    # scoped to chunks without the best one: the other Agadez chunk, never one outside `within`
+    assert bm25.search(chunks, key=1, question="Agadez drone base cost", k=2, within=frozenset({0, 3})) == [3]
+    assert bm25.search(chunks, key=1, question="Agadez", k=2, within=frozenset()) == []
+    # a new key rebuilds: a chunk added later is found
+    chunks[4] = Chunk(id=4, doc_id="e", source="s", text="Zorbania's capital is Quillton.", start=0, end=31)
+    assert bm25.search(chunks, key=2, question="Quillton", k=1) == [4]
