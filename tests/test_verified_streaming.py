@@ -171,3 +171,36 @@ def test_first_verified_is_set_when_the_first_sentence_is_released():
     assert not items[-1].abstained
     assert 0 <= timings["first_token"] <= timings["first_verified"]
     assert timings["generate"] >= 0 and "claim_check" in timings
+
+
+@pytest.mark.integration
+def test_judging_mid_generation_leaves_the_real_models_answer_as_it_was(real_rag):
+    """The claim judge runs on the answering llama.cpp model while its generation waits: in a second
+    sequence of the KV cache, so the answer's state and llama-cpp-python's bookkeeping are untouched
+    and the reply is the same, token for token, as without the pause."""
+    from rag.models.llama_state import LlamaClaimJudge
+
+    llm = real_rag.llm
+    llama = llm._model
+    messages = Answerer(llm, min_score=0.3).messages(QUESTION, PASSAGES)
+    judge = LlamaClaimJudge(llm)
+    args = (messages, QUESTION, "Washington spent about $110 million on the base.", (1,), TEXTS[0])
+
+    def reply(pause_at=None):
+        text, scores = "", []
+        for i, response in enumerate(llm.stream_chat(messages)):
+            text += response.delta or ""
+            if i == pause_at:
+                before = (llama.n_tokens, list(llama.input_ids[: llama.n_tokens]))
+                scores.append(judge.score(*args))
+                assert (llama.n_tokens, list(llama.input_ids[: llama.n_tokens])) == before
+        return text, scores
+
+    plain, _ = reply()
+    paused, [aside] = reply(pause_at=5)
+    assert paused == plain and len(plain.split()) > 6 and judge.restored == 0
+    judge._room_aside = lambda n_new: False  # the fallback: judge in the answer's sequence, then restore it
+    again, [in_place] = reply(pause_at=5)
+    assert again == plain and judge.restored > 0
+    # the same question on the same tokens; only where llama.cpp put them in the cache differs
+    assert abs(aside - in_place) < 0.05 and aside > 0.5
