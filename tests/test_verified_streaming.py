@@ -98,6 +98,12 @@ def test_a_short_first_sentence_waits_until_the_model_can_no_longer_refuse():
     # the same first sentence followed by a real one is shown once the reply ends
     log, deltas, answer = traced(f"{short} {SECOND}")
     assert deltas == [short, " " + SECOND] and not answer.abstained
+    # or, if the second one is long, as soon as the reply's first REFUSAL_HEAD characters are written
+    log, deltas, answer = traced(f"{short} {LONG}")
+    assert deltas == [short, " " + LONG] and not answer.abstained
+    shown = at(log, ("yield", short))
+    written = "".join(e[1] for e in log[:shown] if e[0] == "generate")
+    assert REFUSAL_HEAD < len(written) < len(short) + len(LONG) - 20  # mid-way through sentence 2
 
 
 def test_a_refusal_settled_in_the_first_characters_is_not_judged_and_streams_nothing():

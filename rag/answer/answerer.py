@@ -320,8 +320,10 @@ class _Run:
                 began = time.perf_counter()
                 self._check(reply, sentences)
                 self.checking += time.perf_counter() - began
-                if self.sure(reply):
-                    yield from self.release([s for s in reply.sentences if not s.dropped])
+            # Also between sentences: a passed one waits only for the reply's first characters.
+            kept = [s for s in reply.sentences if not s.dropped]
+            if len(kept) > self.released and self.sure(reply):
+                yield from self.release(kept)
         self.generated = time.perf_counter()
         reply.finished = True
         self._check(reply, reply.complete())
