@@ -10,8 +10,10 @@ start of generation (`Answer.timings["first_token"]`, which includes loading a s
 questions refused before generation are left out.
 
 Nothing is shown before it is checked, so the reader's first text is the first verified sentence
-(`Answer.timings["first_verified"]`, answered questions only), after the whole reply, its support
-check and the claim check (`timings["claim_check"]`). `--claim-check on off` runs each row with and
+(`Answer.timings["first_verified"]`, answered questions only): its support check and claim check
+(`timings["claim_check"]`) run as soon as the model has begun the next sentence, and it is shown once
+the answer can no longer be refused (rag/answer/answerer.py), so for a one-sentence reply after the
+whole reply, for a longer one before the rest is written. `--claim-check on off` runs each row with and
 without it, to see what it adds to the answer time (`answer_p50_s`: total time of answered questions).
 The machine's raw llama.cpp prompt rate (tokens/s evaluating 256 tokens from an empty cache) is
 printed beside the rows: the CPU kind changes between sessions and decides every number here.

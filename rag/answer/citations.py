@@ -179,6 +179,12 @@ def strip_markers(text: str) -> str:
     return _MARKER.sub("", text).strip()
 
 
+def markers_before_stops(text: str) -> str:
+    """A marker put after a sentence's stop ("... Niger. [2]") moved before it ("... Niger [2].") so it
+    stays with that sentence; the length is unchanged, so offsets into the text still hold."""
+    return _MARKER_AFTER_STOP.sub(lambda m: m.group(2) + m.group(1), text)
+
+
 def parse_markers(text: str) -> list[int]:
     return [int(n) for group in _MARKER.findall(text) for n in re.split(r"\s*,\s*", group)]
 
@@ -196,7 +202,7 @@ def attribute(answer: str, passages: list[Passage], question: str = "",
     but flagged unsupported. With `semantic`, a sentence whose numbers and names check out and whose
     word share is near the threshold is also backed by a passage holding a sentence close in meaning."""
     checker = SupportChecker(passages, question, rules)
-    answer = _MARKER_AFTER_STOP.sub(lambda m: m.group(2) + m.group(1), answer.strip())
+    answer = markers_before_stops(answer.strip())
     sentences: list[AnswerSentence] = []
     out: list[str] = []
     cursor = 0

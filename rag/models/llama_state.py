@@ -22,12 +22,14 @@ log = logging.getLogger(__name__)
 
 
 class LlamaRefusalProbe:
-    """Reads, after a generation, the model's probability that its reply starts with the refusal.
+    """Reads, before a generation, the model's probability that its reply starts with the refusal.
 
     llama-cpp-python keeps no logits unless the model is loaded with logits_all (which costs memory
-    and time on every token), so the probe re-evaluates the prompt's last token, whose KV entries are
-    still cached, and reads the next-token distribution: one token of work. The cache then ends at the
-    prompt, so the next question still reuses the shared prefix."""
+    and time on every token), so the probe evaluates the prompt itself (what llama.cpp does not
+    already hold of it, at least its last token) and reads the next-token distribution. The
+    generation that follows finds the whole prompt evaluated and starts sampling at once, so the
+    probe costs nothing. Called after a generation instead, it re-evaluates the prompt's last token,
+    whose KV entries are still cached: one token of work."""
 
     def __init__(self, llm: Any, refusal: str) -> None:
         self.llm = llm
@@ -56,10 +58,11 @@ class LlamaRefusalProbe:
         llama = self.llama
         tokens = llama.tokenize(self.llm.messages_to_prompt(messages).encode("utf-8"), special=True)
         n = len(tokens)
-        if n == 0 or llama.n_tokens < n or list(llama.input_ids[:n]) != tokens:
-            return None  # the cache no longer holds this prompt
-        llama.n_tokens = n - 1
-        llama.eval([tokens[-1]])
+        if n == 0 or n > llama.n_ctx():
+            return None
+        keep = min(shared_prefix(llama.input_ids[: llama.n_tokens], tokens), n - 1)
+        llama.n_tokens = keep
+        llama.eval(tokens[keep:])
         logits = np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(llama.n_vocab(),)).astype(np.float64)
         top = logits.max()
         return float(np.exp(logits[self.refusal_token] - top) / np.exp(logits - top).sum())
@@ -80,13 +83,30 @@ def _first_tokens(llama: Any, words: Sequence[str]) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
+JUDGE_SEQ = 1  # the llama.cpp sequence the claim judge evaluates in (the answer is sequence 0)
+
+
+def side_sequence_params(params: Any) -> Any:
+    """llama.cpp context params with room for a second sequence in one unified KV cache (same size):
+    the claim judge evaluates in it while the answer waits in sequence 0 (LlamaClaimJudge)."""
+    params.n_seq_max = max(int(params.n_seq_max), JUDGE_SEQ + 1)
+    params.kv_unified = True
+    return params
+
+
 class LlamaClaimJudge:
     """The claim check on the answering model itself (rag/answer/claims.py): the judge's question is
     appended to the answer's own prompt (system prompt + passages + question), whose tokens llama.cpp
-    has just evaluated, so only the question's few dozen tokens are new. The score is
+    has already evaluated, so only the question's few dozen tokens are new. The score is
     P("yes") / (P("yes") + P("no")) over the first token of the reply ("yes", "Yes", " yes", ...), read
-    from the logits. Afterwards the cache still starts with the prompt's shared prefix, so the next
-    question reuses it. `evaluated` counts the tokens the judge made llama.cpp evaluate (its cost)."""
+    from the logits. `evaluated` counts the tokens the judge made llama.cpp evaluate (its cost).
+
+    The answer may be mid-generation (the answerer judges each sentence as soon as it is complete),
+    so its KV state must survive: the judge's tokens go into a second sequence of the same KV cache
+    that shares the prompt's cells (`_eval_aside`, no copy, nothing re-evaluated) and is dropped
+    afterwards; the answer's sequence and llama-cpp-python's bookkeeping of it are untouched. Where
+    the context has no second sequence or no room for the judge's tokens, the judge evaluates in the
+    answer's sequence and then re-evaluates what it overwrote (`_eval_in_place`)."""
 
     def __init__(self, llm: Any, prompts_dir: Path | None = None) -> None:
         from rag.config import PROMPTS_DIR
@@ -99,6 +119,7 @@ class LlamaClaimJudge:
         if set(self.yes) & set(self.no):
             raise ValueError("the tokenizer's first tokens of yes and no overlap")
         self.evaluated = 0
+        self.restored = 0  # tokens of the answer re-evaluated after judging in place
 
     def score(self, messages: Sequence[Any], question: str, sentence: str, cited: Sequence[int],
               evidence: str) -> float | None:
@@ -113,13 +134,61 @@ class LlamaClaimJudge:
             return None
         # Reuse the cached prefix (at least the last token is evaluated, for its logits).
         keep = min(shared_prefix(llama.input_ids[: llama.n_tokens], tokens), len(tokens) - 1)
-        llama.n_tokens = keep
-        llama.eval(tokens[keep:])
-        self.evaluated += len(tokens) - keep
-        logits = np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(llama.n_vocab(),)).astype(np.float64)
+        new = tokens[keep:]
+        logits = self._eval_aside(keep, new) if self._room_aside(len(new)) else None
+        if logits is None:
+            logits = self._eval_in_place(keep, new)
+        self.evaluated += len(new)
         p = np.exp(logits - logits.max())
         yes, no = float(p[self.yes].sum()), float(p[self.no].sum())
         return yes / (yes + no) if yes + no > 0 else None
+
+    def _room_aside(self, n_new: int) -> bool:
+        params = getattr(self.llama, "context_params", None)
+        return (params is not None and int(params.n_seq_max) > JUDGE_SEQ and bool(params.kv_unified)
+                and self.llama.n_tokens + n_new <= self.llama.n_ctx())
+
+    def _logits(self) -> Any:
+        import numpy as np
+
+        llama = self.llama
+        return np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(llama.n_vocab(),)).astype(np.float64)
+
+    def _eval_aside(self, keep: int, new: Sequence[int]) -> Any:
+        """Evaluate `new` after the first `keep` tokens of the cache in the judge's own sequence; the
+        logits of its last token, or None if llama.cpp found no room (the caller judges in place)."""
+        import llama_cpp
+
+        llama = self.llama
+        memory = llama_cpp.llama_get_memory(llama._ctx.ctx)
+        batch = llama._batch
+        llama_cpp.llama_memory_seq_rm(memory, JUDGE_SEQ, -1, -1)
+        llama_cpp.llama_memory_seq_cp(memory, 0, JUDGE_SEQ, 0, keep)
+        try:
+            for i in range(0, len(new), llama.n_batch):
+                part = list(new[i: i + llama.n_batch])
+                batch.set_batch(batch=part, n_past=keep + i, logits_all=False)
+                for j in range(len(part)):
+                    batch.batch.seq_id[j][0] = JUDGE_SEQ
+                llama._ctx.decode(batch)
+            return self._logits()
+        except RuntimeError as exc:  # no KV slot (fragmented cache): judge in place instead
+            log.debug("claim judge: no room in a second sequence (%s); judging in place", exc)
+            return None
+        finally:
+            llama_cpp.llama_memory_seq_rm(memory, JUDGE_SEQ, -1, -1)
+
+    def _eval_in_place(self, keep: int, new: Sequence[int]) -> Any:
+        llama = self.llama
+        answer = list(llama.input_ids[keep: llama.n_tokens])
+        llama.n_tokens = keep
+        llama.eval(new)
+        logits = self._logits()
+        llama.n_tokens = keep
+        if answer:  # put back what the answer held, so a generation in progress goes on from it
+            llama.eval(answer)
+            self.restored += len(answer)
+        return logits
 
 
 def claim_judge_for(llm: Any) -> LlamaClaimJudge | None:

@@ -305,11 +305,34 @@ def complete_until(llm: Any, prompt: str, enough: Callable[[str], bool]) -> str:
 
 
 @contextlib.contextmanager
+def _context_params_with_side_sequence() -> Iterator[None]:
+    """While loading, make llama_cpp.Llama start from context params with a second sequence in a
+    unified KV cache (llama_state.side_sequence_params: where the claim judge evaluates while an
+    answer is mid-generation). Llama has no argument for either."""
+    import llama_cpp.llama_cpp as lc
+
+    from rag.models.llama_state import side_sequence_params
+
+    original = lc.llama_context_default_params
+
+    def defaults():  # type: ignore[no-untyped-def]
+        return side_sequence_params(original())
+
+    lc.llama_context_default_params = defaults
+    try:
+        yield
+    finally:
+        lc.llama_context_default_params = original
+
+
+@contextlib.contextmanager
 def loading_llama() -> Iterator[None]:
     """Hold while constructing any llama_cpp.Llama (directly or through LlamaCPP): one load at a time,
-    with the AMX workaround when this build and CPU need it. bench/generate.py uses it too."""
+    with the AMX workaround when this build and CPU need it, and room for the claim judge's sequence.
+    bench/generate.py uses it too."""
     avoid_amx = _amx_compiled_in() and _cpu_has_amx()
-    with _LOAD_LOCK, (_model_params_without_extra_buffers() if avoid_amx else contextlib.nullcontext()):
+    with _LOAD_LOCK, (_model_params_without_extra_buffers() if avoid_amx else contextlib.nullcontext()), \
+            _context_params_with_side_sequence():
         yield
 
 

@@ -104,7 +104,7 @@ def test_signals_record_the_gate_and_the_best_score():
 
 class EventLog:
     """Records, in order, what the fake LLM wrote and what the stream yielded, so a test can see
-    that no sentence reached the reader before the reply was complete and checked."""
+    that no sentence reached the reader before it was checked."""
 
     def __init__(self):
         self.events = []
@@ -131,7 +131,9 @@ def logged_stream(answerer, question=QUESTION, passages=PASSAGES):
 TWO = "Washington spent about $110 million on the base in northern Niger [1]. Construction began years ago [2]."
 
 
-def test_nothing_is_yielded_before_every_sentence_is_checked_and_the_stream_is_the_answer():
+def test_a_short_answer_is_all_checked_before_anything_is_yielded_and_the_stream_is_the_answer():
+    # Shorter than REFUSAL_HEAD: the model could still refuse in its last words, so nothing is shown
+    # before the reply ends (tests/test_verified_streaming.py: a longer one streams sentence by sentence).
     from rag.testing import FakeClaimJudge
 
     judge = FakeClaimJudge(default=0.9)
