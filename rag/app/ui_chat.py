@@ -165,6 +165,7 @@ def on_top_k(collections: Collections, chosen: str | None = None, request=None):
         return gr.skip()
     return rag.top_k
 
+
 def ask_endpoint(collections: Collections, question: str, top_k: int | None = None, documents: list[str] | None = None,
                  collection: str | None = None, request=None) -> dict:
     """Answer one standalone question; returns the answer, its citations and timings. `top_k`: the
