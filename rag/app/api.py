@@ -309,7 +309,7 @@ async def _events(model: str, items: Iterator[str | Answer], first: str | Answer
         item: object = first
         while not isinstance(item, Answer):
             if item is _END:
-                raise RuntimeError("RAG.stream ended without an Answer")
+                raise RuntimeError("RAG.chat's reply ended without an Answer")
             yield chunk({"content": item})
             item = await run_in_threadpool(next, items, _END)
         spent = await run_in_threadpool(tokens, item)
