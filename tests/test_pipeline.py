@@ -105,10 +105,10 @@ def test_reingest_same_file_adds_nothing_and_changed_file_replaces(make_rag, tmp
 
 
 def test_many_files_are_embedded_in_few_batches_and_each_chunk_keeps_its_own_vector(make_rag, tmp_path, monkeypatch):
-    from rag import pipeline
+    from rag import indexer
     from rag.testing import FakeEmbedder
 
-    monkeypatch.setattr(pipeline, "EMBED_BATCH_CHUNKS", 10)
+    monkeypatch.setattr(indexer, "EMBED_BATCH_CHUNKS", 10)
     embedder = FakeEmbedder()
     rag = make_rag(embedder=embedder)
     folder = tmp_path / "notes"
@@ -274,12 +274,12 @@ def test_document_order_sorts_retrieved_passages_by_position(make_rag):
 
 def test_each_embedding_batch_is_saved_and_a_late_interrupt_keeps_the_files_before_it(make_rag, settings, tmp_path,
                                                                                      monkeypatch):
-    from rag import pipeline
+    from rag import indexer
     from rag.ingest import loading
     from rag.pipeline import RAG
     from rag.testing import FakeEmbedder, FakeLLM
 
-    monkeypatch.setattr(pipeline, "EMBED_BATCH_CHUNKS", 3)  # n0-n2 are one batch; n3 waits for its batch
+    monkeypatch.setattr(indexer, "EMBED_BATCH_CHUNKS", 3)  # n0-n2 are one batch; n3 waits for its batch
     rag = make_rag(load_workers=1)  # loading.load replaced below: in this process
     folder = tmp_path / "notes"
     folder.mkdir()

@@ -7,7 +7,7 @@
 file `prompts/condense.txt`. It is only made when there is history, and its output is checked: an
 empty, runaway or content-free rewrite falls back to the question as the user typed it.
 
-`RAG.condense` serialises it with the other LLM calls (and the web UI runs every LLM event in one
+`RAG.chat` (rag/asker.py) serialises it with the other LLM calls (and the web UI runs every LLM event in one
 queue of concurrency 1), so this module takes no lock of its own.
 
 2. HyDE (`HydeRewriter`, setting `query_rewrite = hyde`): search with a hypothetical answer.

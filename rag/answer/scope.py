@@ -1,6 +1,6 @@
 """Questions scoped to some documents: doc ids or path globs -> the chosen doc ids and their chunk ids.
 
-Resolved once at the boundary (RAG.context/retrieve); retrieval then filters before ranking, so the
+Resolved once at the boundary (rag/asker.py, before ContextChoice.choose); retrieval then filters before ranking, so the
 top k come from the chosen documents only (Store.search and Store.lexical_search with within=...,
 WholeCorpus.passages(within=...)).
 """

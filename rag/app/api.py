@@ -2,7 +2,9 @@
 
     GET  /v1/models              the caller's collections, default first (`model` names a collection)
     POST /v1/chat/completions    the last user message is the question, earlier user/assistant turns
-                                 the history (RAG.condense), then RAG.stream; `stream: true` for SSE
+                                 the history, both given to RAG.chat (the entry `rag ask` and the UI
+                                 use too); `stream: true` for SSE; extra field `top_k` (passages to
+                                 retrieve, default the setting; outside its bounds: 400)
   for admins (admin_users; anyone without a login), 403 for others:
     PUT    /v1/model             {"model": NAME}: switch the model everyone uses
     POST   /v1/collections       {"name": NAME}: create a shared collection
@@ -108,6 +110,7 @@ class ChatRequest(BaseModel):
     model: str
     messages: list[Message] = Field(min_length=1)
     stream: bool = False
+    top_k: Any = None  # ours, not OpenAI's: checked by RAG.chat, whose message names the bounds
 
 
 def _text(message: Message, index: int) -> str:
@@ -127,14 +130,11 @@ def _drop_sources(text: str) -> str:
     return text.split(SOURCES_HEADING, 1)[0]
 
 
-def conversation(messages: list[Message], max_chars: int) -> tuple[str, list[Turn]]:
+def conversation(messages: list[Message]) -> tuple[str, list[Turn]]:
     """(the question: the last user message, the history: the user/assistant turns before it).
-    System messages are ignored: the answering prompt is fixed (prompts/)."""
+    System messages are ignored: the answering prompt is fixed (prompts/). Their length is checked
+    by RAG.chat, with the question."""
     texts = [(m.role, _text(m, i)) for i, m in enumerate(messages)]
-    for i, (role, text) in enumerate(texts):
-        if role == "user" and len(text) > max_chars:
-            raise ApiError(400, f"messages.{i}.content is {len(text):,} characters; the limit is {max_chars:,} "
-                                "(RAG_MAX_QUESTION_CHARS)", "question_too_long")
     last = max((i for i, (role, _) in enumerate(texts) if role == "user"), default=None)
     if last is None:
         raise ApiError(400, "messages: no message has the role 'user'; the last user message is the question",
@@ -252,18 +252,18 @@ def build_api(provider: CollectionProvider, auth: ApiAuth | None = None, limits:
         user = user_of(request)  # before the body is read: a caller without a key learns nothing more
         body = parse_body(await request.body(), request.headers.get("content-type", ""), ChatRequest)
         rag = open_model(body.model, user)
-        question, history = conversation(body.messages, rag.settings.max_question_chars)
+        question, history = conversation(body.messages)
         try:
             await slots.acquire()  # until the answer (or its stream) is done
         except Busy as exc:
             raise ApiError(503, str(exc), "server_busy", "server_error", {"Retry-After": str(exc.retry_after)}) from None
         streaming = False
         try:
-            standalone = await run_in_threadpool(rag.condense, question, history)
+            reply = await run_in_threadpool(rag.chat, question, history, body.top_k)
             if not body.stream:
-                answer = await run_in_threadpool(rag.ask, standalone)
+                answer = await run_in_threadpool(reply.answer)
                 return completion(body.model, answer, await run_in_threadpool(usage, rag, answer))
-            items = rag.stream(standalone)
+            items = iter(reply)
             # The first item before the response starts: errors of the search become a 400, not a broken stream.
             first = await run_in_threadpool(next, items)
             events = slots.held(_events(body.model, items, first, lambda answer: usage(rag, answer)))
@@ -309,7 +309,7 @@ async def _events(model: str, items: Iterator[str | Answer], first: str | Answer
         item: object = first
         while not isinstance(item, Answer):
             if item is _END:
-                raise RuntimeError("RAG.stream ended without an Answer")
+                raise RuntimeError("RAG.chat's reply ended without an Answer")
             yield chunk({"content": item})
             item = await run_in_threadpool(next, items, _END)
         spent = await run_in_threadpool(tokens, item)

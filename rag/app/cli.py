@@ -1,4 +1,9 @@
-"""The `rag` command: a thin face over the RAG API. The only place (with the UI) that turns errors into text."""
+"""The `rag` command: a thin face over the RAG API. The only place (with the UI and /v1) that turns errors into text.
+
+`rag [--config FILE] COMMAND ...`: one argparse subparser per command; `rag eval` reads its own words
+(rag/app/eval_commands.parse_eval: an action, or a test set to run). `rag ask` answers through
+`RAG.chat`, the conversation entry the UI and /v1 use too.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from rag.app.eval_commands import add_eval_parser, with_default_subcommand
+from rag.app.eval_commands import EVAL_HELP, parse_eval
 from rag.config import Settings
 from rag.errors import InputError, RagError
 from rag.types import Answer, IngestEvent, short_source
@@ -15,17 +20,18 @@ from rag.types import Answer, IngestEvent, short_source
 EXIT_OK, EXIT_ERROR, EXIT_PARTIAL = 0, 1, 3
 
 
+def with_index(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--index", type=Path, help="index directory (default: index/ in a checkout, else the user data folder; built from the seed article on first use)")
+    g.add_argument("--collection", metavar="NAME", help="a named collection instead (`rag collections` lists them; "
+                                                        "`rag ingest --collection NAME` creates one; default: default)")
+    return p
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag", description="Ask questions about your own documents, offline, with citations.")
     parser.add_argument("--config", help="TOML config file (default: $RAG_CONFIG or ./rag.toml)")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    def with_index(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        g = p.add_mutually_exclusive_group()
-        g.add_argument("--index", type=Path, help="index directory (default: index/ in a checkout, else the user data folder; built from the seed article on first use)")
-        g.add_argument("--collection", metavar="NAME", help="a named collection instead (`rag collections` lists them; "
-                                                            "`rag ingest --collection NAME` creates one; default: default)")
-        return p
 
     p = with_index(sub.add_parser("ingest", help="add files or folders to the index"))
     p.add_argument("paths", nargs="+")
@@ -41,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     p = with_index(sub.add_parser("ask", help="ask a question"))
     p.add_argument("question")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-k", type=int, help="passages to retrieve for this question (default: the setting top_k)")
     p.add_argument("--doc", action="append", dest="documents", metavar="ID|PATH-GLOB",
                    help="answer from this document only: an id from `rag list`, or a glob on the path or file "
                         "name (e.g. '*.pdf', 'report-2024*'); repeat for several (default: all documents)")
@@ -53,17 +59,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--api", action="store_true", help="serve the OpenAI-compatible API (/v1) alone, without the UI")
-    add_eval_parser(sub, with_index)
+    # its words are its own (parse_eval): nothing after `eval` is read as an option of this parser
+    sub.add_parser("eval", help=EVAL_HELP, add_help=False, prefix_chars="\0").add_argument("words", nargs=argparse.REMAINDER)
     sub.add_parser("collections", help="list the collections with their documents and chunks")
     p = sub.add_parser("config", help="print the effective settings and where each came from")
     p.add_argument("--json", action="store_true", help="print one JSON object: {setting: {value, source}}")
     return parser
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line as one namespace: `command`, and for `rag eval` its action in `eval_command`."""
+    args = _parser().parse_args(argv)
+    if args.command == "eval":
+        config = args.config
+        args = parse_eval(args.words, with_index)
+        args.command, args.config = "eval", config
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(with_default_subcommand(sys.argv[1:] if argv is None else list(argv)))
+    args = parse_args(sys.argv[1:] if argv is None else list(argv))
     try:
-        settings = Settings.load(args.config, model=getattr(args, "model", None), top_k=getattr(args, "top_k", None),
+        # `rag eval run --top-k` sets a run's top_k (its report records the settings); `rag ask --top-k`
+        # is one question's, given to RAG.chat
+        run_top_k = getattr(args, "top_k", None) if args.command == "eval" else None
+        settings = Settings.load(args.config, model=getattr(args, "model", None), top_k=run_top_k,
                                  index_dir=getattr(args, "index", None), ray_address=getattr(args, "ray_address", None))
         if getattr(args, "collection", None) is not None and args.command != "serve":
             settings = _use_collection(settings, args)
@@ -193,7 +213,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     rag = _open(settings)
     answer: Answer | None = None
-    for item in rag.stream(args.question, documents=args.documents):
+    for item in rag.chat(args.question, top_k=args.top_k, documents=args.documents):
         if isinstance(item, Answer):
             answer = item
         elif not args.json:

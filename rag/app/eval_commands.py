@@ -47,13 +47,14 @@ class _sigterm_as_interrupt:
         raise KeyboardInterrupt
 
 
-def add_eval_parser(sub: Any, with_index: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
-    """`rag eval` and its subcommands, each with its own --help."""
-    p = sub.add_parser("eval", help="evaluate answers against a test set (run, compare, rescore, curve, calibrate)",
-                       description="Evaluate answers against a test set. `rag eval TESTSET ...` is short for "
-                                   "`rag eval run TESTSET ...`.")
-    esub = p.add_subparsers(dest="eval_command", required=True, metavar="{" + ",".join(EVAL_COMMANDS) + "}")
-    r = with_index(esub.add_parser("run", help="ask every question of a test set and score the answers"))
+EVAL_HELP = "evaluate answers against a test set (run, compare, rescore, curve, calibrate)"
+EVAL_DESCRIPTION = ("Evaluate answers against a test set. The first word after `rag eval` names the action; "
+                    "anything else is a test set, so `rag eval TESTSET ...` runs it (`rag eval run TESTSET ...`).")
+WithIndex = Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
+
+
+def _run_parser(with_index: WithIndex) -> argparse.ArgumentParser:
+    r = with_index(argparse.ArgumentParser(prog="rag eval run", description="Ask every question of a test set and score the answers."))
     r.add_argument("testset", nargs="?", help="JSONL or SQuAD v2 JSON test set, or the name of a bundled one "
                                               "(nearmiss-seed, nearmiss-squad, nearmiss-covid); with --collection and "
                                               "no file: the collection's own test set, grown from the chat's marks")
@@ -63,34 +64,67 @@ def add_eval_parser(sub: Any, with_index: Callable[[argparse.ArgumentParser], ar
     r.add_argument("--json", dest="json_out", type=Path, help="write the JSON report here")
     r.add_argument("--report", type=Path, help="write a Markdown report (with PNG plots beside it) here")
     r.add_argument("--model", help="bundled model name, path to a .gguf, or URL of an OpenAI-compatible server")
-    r.add_argument("--top-k", type=int)
-    c = esub.add_parser("compare", help="compare two JSON reports side by side")
+    r.add_argument("--top-k", type=int, help="passages per question for this run (default: the setting top_k)")
+    return r
+
+
+def _compare_parser(with_index: WithIndex) -> argparse.ArgumentParser:
+    c = argparse.ArgumentParser(prog="rag eval compare", description="Compare two JSON reports side by side.")
     c.add_argument("compare", nargs=2, type=Path, metavar="REPORT.json", help="report A, then report B")
     c.add_argument("--report", type=Path, help="also write the comparison as Markdown here")
-    s = esub.add_parser("rescore", help="a run's metrics again, at another min_score and/or over a subset of items")
+    return c
+
+
+def _rescore_parser(with_index: WithIndex) -> argparse.ArgumentParser:
+    s = argparse.ArgumentParser(prog="rag eval rescore",
+                                description="A run's metrics again, at another min_score and/or over a subset of items.")
     s.add_argument("rescore", type=Path, metavar="REPORT.json")
     s.add_argument("--min-score", type=float, help="the retrieval gate to apply (at or above the run's own)")
     s.add_argument("--subset-of", type=Path, metavar="OTHER.json", help="only the item ids of this report")
     s.add_argument("--json", dest="json_out", type=Path, help="write the rescored metrics here")
-    k = esub.add_parser("curve", help="the min_score trade-off from runs made with a low min_score "
-                                      "(the threshold is chosen on the first)")
+    return s
+
+
+def _curve_parser(with_index: WithIndex) -> argparse.ArgumentParser:
+    k = argparse.ArgumentParser(prog="rag eval curve", description="The min_score trade-off from runs made with a "
+                                                                   "low min_score (the threshold is chosen on the first).")
     k.add_argument("refusal_curve", nargs="+", type=Path, metavar="REPORT.json")
     k.add_argument("--report", type=Path, help="write the Markdown table and PNG plot here")
-    b = esub.add_parser("calibrate", help="choose min_score, refusal_prob and retry_below on several test sets' runs "
-                                          "(made with RAG_MIN_SCORE=0 RAG_REFUSAL_PROB=1 RAG_RETRY_BELOW=1 RAG_CLAIM_THRESHOLD=0), "
-                                          "with held-out folds")
+    return k
+
+
+def _calibrate_parser(with_index: WithIndex) -> argparse.ArgumentParser:
+    b = argparse.ArgumentParser(prog="rag eval calibrate",
+                                description="Choose min_score, refusal_prob and retry_below on several test sets' runs "
+                                            "(made with RAG_MIN_SCORE=0 RAG_REFUSAL_PROB=1 RAG_RETRY_BELOW=1 "
+                                            "RAG_CLAIM_THRESHOLD=0), with held-out folds.")
     b.add_argument("calibrate", nargs="+", type=Path, metavar="REPORT.json")
     b.add_argument("--json", dest="json_out", type=Path, help="write the chosen gates and held-out metrics here")
+    return b
 
 
-def with_default_subcommand(argv: list[str]) -> list[str]:
-    """`rag eval TESTSET ...` (the form before subcommands) means `rag eval run TESTSET ...`."""
-    if "eval" in argv:
-        i = argv.index("eval")
-        rest = argv[i + 1:]
-        if rest and rest[0] not in EVAL_COMMANDS and rest[0] not in ("-h", "--help"):
-            return argv[:i + 1] + ["run"] + rest
-    return argv
+EVAL_PARSERS: dict[str, Callable[[WithIndex], argparse.ArgumentParser]] = {
+    "run": _run_parser, "compare": _compare_parser, "rescore": _rescore_parser, "curve": _curve_parser,
+    "calibrate": _calibrate_parser}
+
+
+def parse_eval(words: list[str], with_index: WithIndex) -> argparse.Namespace:
+    """The words after `rag eval`: an action of EVAL_PARSERS and its own arguments, or a test set and
+    the run's arguments (`rag eval TESTSET ...` is `rag eval run TESTSET ...`). Each action has its own
+    --help; `rag eval` alone is a usage error naming the actions."""
+    overview = argparse.ArgumentParser(prog="rag eval", description=EVAL_DESCRIPTION,
+                                       usage="rag eval {" + ",".join(EVAL_PARSERS) + "} ... | rag eval TESTSET ...")
+    if not words:
+        overview.error("choose an action: " + ",".join(EVAL_PARSERS) + " (or give a test set to run)")
+    if words[0] in ("-h", "--help"):
+        overview.print_help()
+        print("\nactions:\n" + "\n".join(f"  {name:<10} {make(with_index).description}"
+                                           for name, make in EVAL_PARSERS.items()))
+        overview.exit()
+    command = words[0] if words[0] in EVAL_PARSERS else "run"
+    args = EVAL_PARSERS[command](with_index).parse_args(words[1:] if command == words[0] else words)
+    args.eval_command = command
+    return args
 
 
 def run_cli(args: Any, settings: Settings, *, embedder: "Embedder | None" = None, llm: "LLM | None" = None) -> int:

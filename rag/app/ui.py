@@ -2,7 +2,8 @@
 
     build_app(collections) -> gr.Blocks   the page: a collection picker, Ask (chat + citations), Documents,
                                      Settings; plus the API endpoint /ask returning `Answer.to_json()`
-                                     (a single RAG is served as the collection `default`)
+                                     (a single RAG is served as the collection `default`); its events
+                                     call the top-level handlers here and in rag/app/ui_chat.py
     launch(demo, host, port)         serve it alone (tests); `rag serve` mounts it on the API's app
                                      instead (rag/app/server.py)
 
@@ -25,27 +26,17 @@ Safety rules:
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
-import time
-from collections.abc import Iterator
 from typing import Any
 
-from rag.answer.query_rewriting import Turn
+from rag.app.eval_html import EVAL_CSS
 from rag.app.page_view import CSS as PAGE_CSS
 from rag.app.page_view import PageView
-from rag.app.render import (
-    CSS,
-    answer_html,
-    citations_html,
-    error_html,
-    esc,
-    rewrite_html,
-    text_html,
-    timings_html,
-    user_message,
-)
-from rag.app.eval_html import EVAL_CSS
-from rag.app.ui_collections import admin_note, collection_outputs, open_for, upload_target, user_of
+from rag.app.render import CSS, citations_html, error_html, esc, timings_html, user_message
+from rag.app.ui_chat import ChatHandler, api_ask, ask_endpoint, new_session, on_ask, on_clear, on_top_k  # noqa: F401 - ui.ChatHandler, ui.api_ask
+from rag.app.ui_collections import admin_note, collection_outputs, upload_target, user_of
 from rag.app.ui_collections import with_request as _with_request
 from rag.app.ui_evaluate import build_evaluate_tab, build_feedback_row
 from rag.app.uploads import (
@@ -59,7 +50,7 @@ from rag.config import BUNDLED_MODELS, Settings
 from rag.errors import ConfigError, shorten
 from rag.ingest.loading import MAX_FILE_BYTES, SUPPORTED_EXTENSIONS
 from rag.pipeline import RAG
-from rag.types import Answer, short_source
+from rag.types import short_source
 
 log = logging.getLogger(__name__)
 
@@ -103,249 +94,157 @@ def parse_auth(value: str | None) -> list[tuple[str, str]] | None:
     return pairs
 
 
-# --------------------------------------------------------------------------- chat
+# --------------------------------------------------------------------------- the handlers
+# Each takes the collections it serves first; build_app binds them (`_handler`). Gradio hands each the
+# request (`_with_request` sets the parameter's annotation) and never a user the client chose.
 
-def new_session() -> dict[str, Any]:
-    return {"messages": [], "turns": []}
-
-
-def _delink_previous(messages: list[dict[str, Any]], turns: list[dict[str, Any]]) -> None:
-    """Older answers keep their markers but lose the links: `#cite-n` points at the newest answer."""
-    for turn in turns:
-        index = turn.get("message_index")
-        if index is not None and index < len(messages) and turn.get("plain_html"):
-            messages[index]["content"] = turn["plain_html"]
-
-
-class ChatHandler:
-    """One question of a conversation: rewrite the follow-up, retrieve, stream, render."""
-
-    def __init__(self, rag: RAG, pages: PageView | None = None) -> None:
-        self.rag = rag
-        self.pages = pages  # cited PDF pages as pictures with the sentence marked
-
-    def __call__(self, question: str, session: dict[str, Any] | None, top_k: float | None,
-                 documents: list[str] | None = None) -> Iterator[tuple[Any, ...]]:
-        """`documents`: the doc ids chosen to search in (empty or None: all)."""
-        session = session or new_session()
-        messages: list[dict[str, Any]] = [dict(m) for m in session.get("messages", [])]
-        turns: list[dict[str, Any]] = [dict(t) for t in session.get("turns", [])]
-        question = (question or "").strip()
-        if not question:
-            yield (list(messages), question, _SKIP, _SKIP, _SKIP, session)
-            return
-        _delink_previous(messages, turns)
-        messages.append({"role": "user", "content": text_html(question)})
-        messages.append({"role": "assistant", "content": '<span class="rag-muted">Searching the documents&hellip;</span>'})
-        index = len(messages) - 1
-        state = {"messages": messages, "turns": turns}
-        yield (list(messages), "", "", citations_html(None), _SKIP, state)
-
-        timings: dict[str, float] = {}
-        standalone = question
-        try:
-            if turns:
-                start = time.perf_counter()
-                history = [Turn(t["standalone"], t["answer"]) for t in turns]
-                standalone = self.rag.condense(question, history)
-                timings["rewrite"] = time.perf_counter() - start
-                head = rewrite_html(standalone) if standalone != question else ""
-                messages[index] = {"role": "assistant", "content": head + '<span class="rag-muted">Searching the documents&hellip;</span>'}
-                yield (list(messages), "", _rewritten_status(question, standalone), _SKIP, _SKIP, state)
-            head = rewrite_html(standalone) if standalone != question else ""
-            text = ""
-            answer: Answer | None = None
-            for item in self.rag.stream(standalone, int(top_k) if top_k else None, documents or None):
-                if isinstance(item, Answer):
-                    answer = item
-                    break
-                text += item
-                messages[index] = {"role": "assistant",
-                                   "content": f'{head}<div class="rag-streaming">{esc(text)}&#9613;</div>'}
-                yield (list(messages), "", _SKIP, _SKIP, _SKIP, state)
-            if answer is None:
-                raise RuntimeError("RAG.stream ended without an Answer")
-        except Exception as exc:  # noqa: BLE001 - shown on the page, logged if unexpected
-            messages[index] = {"role": "assistant", "content": error_html(user_message(exc))}
-            yield (list(messages), question, _SKIP, citations_html(None), _SKIP, state)
-            return
-        answer.timings.update({k: v for k, v in timings.items() if k not in answer.timings})
-        if "rewrite" in timings:
-            answer.timings["total"] = answer.timings.get("total", 0.0) + timings["rewrite"]
-        shown_standalone = standalone if standalone != question else None
-        messages[index] = {"role": "assistant", "content": answer_html(answer, standalone=shown_standalone)}
-        turns.append({"question": question, "standalone": standalone, "answer": answer.text,
-                      "message_index": index, "abstained": answer.abstained,
-                      "citations": [{"n": c.n, "source": short_source(c.source), "page": c.page,
-                                     "location": c.location, "text": c.text} for c in answer.citations],
-                      "plain_html": answer_html(answer, link=False, standalone=shown_standalone)})
-        yield (list(messages), "", _rewritten_status(question, standalone), citations_html(answer, self.pages),
-               timings_html(answer.timings), state)
-
-
-def _rewritten_status(question: str, standalone: str) -> str:
-    if standalone == question:
-        return ""
-    return (f'<div class="rag-rewrite" id="rag-rewritten">Follow-up rewritten as: '
-            f'&ldquo;{esc(standalone)}&rdquo;</div>')
-
-
-class _Skip:
-    """Placeholder for "leave this output as it is" (gr.skip() at run time)."""
-
-
-_SKIP: Any = _Skip()
-
-
-def _gradio_outputs(values: tuple[Any, ...]) -> tuple[Any, ...]:
+def docs_outputs(collections: Collections, chosen: str | None, selected: list[str] | None, user: str | None):
+    """The picker, the documents table, the delete pick, the count, and the "Search in" choices
+    (the chosen documents that are still indexed stay chosen), all of the collection `chosen`."""
     import gradio as gr
 
-    return tuple(gr.skip() if v is _SKIP else v for v in values)
+    names, name, note = collection_outputs(collections, chosen, user)
+    rag = collections.open(name, user)
+    rows = documents_rows(rag)
+    choices = document_choices(rag)
+    ids = {doc_id for _, doc_id in choices}
+    return (gr.update(choices=names, value=name), rows, gr.update(choices=choices, value=None),
+            f"{len(rows)} document(s) in {name}{note}",
+            gr.update(choices=choices, value=[d for d in selected or [] if d in ids]))
 
 
-def api_ask(rag: RAG, question: str, top_k: int | None = None, documents: list[str] | None = None) -> dict[str, Any]:
-    """The structured answer (`Answer.to_json()`) for one standalone question; with `documents` (doc
-    ids or path globs), answered from those documents only."""
-    answer = rag.ask(question, int(top_k) if top_k else None, documents or None)
-    data = answer.to_json()
-    data["question"] = answer.question
-    return data
+def on_upload(collections: Collections, files, chosen: str | None, selected: list[str] | None, request=None,
+              progress: Any = None):
+    import gradio as gr
+
+    user = user_of(request)
+    target = chosen
+    try:
+        target = upload_target(collections, chosen, user)
+        rag = collections.open(target, user)
+        outcomes = ingest_uploads(rag, files or [], collections.directory(target) / UPLOAD_DIRNAME, progress)
+        report = outcomes_html(outcomes)
+        if target != chosen and chosen:
+            report = (f'<div class="rag-muted">You cannot add to {esc(shorten(chosen))}; the files went to your own '
+                      f"collection {esc(target)}.</div>") + report
+        if any(not o.ok for o in outcomes):
+            gr.Warning("Some files were not indexed; see the report.")
+    except Exception as exc:  # noqa: BLE001
+        report = error_html(user_message(exc))
+    return report, None, *docs_outputs(collections, target, selected if target == chosen else [], user)
+
+
+def on_refresh(collections: Collections, chosen: str | None = None, selected: list[str] | None = None, request=None):
+    import gradio as gr
+
+    try:
+        return docs_outputs(collections, chosen, selected, user_of(request))
+    except Exception as exc:  # noqa: BLE001
+        gr.Warning(user_message(exc))
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+
+
+def on_delete(collections: Collections, doc_id: str | None, chosen: str | None, selected: list[str] | None,
+              request=None):
+    user = user_of(request)
+    if not doc_id:
+        return error_html("Choose a document to delete first."), *docs_outputs(collections, chosen, selected, user)
+    try:
+        name = collections.writable(chosen or collections.names(user)[0], user)
+        info = collections.open(name, user).delete(doc_id)
+    except Exception as exc:  # noqa: BLE001
+        return error_html(user_message(exc)), *docs_outputs(collections, chosen, selected, user)
+    remove_uploaded_copy(info.source, collections.directory(name) / UPLOAD_DIRNAME)
+    msg = f'<div class="rag-report rag-ok">Deleted {esc(short_source(info.source))} ({info.chunks} chunks).</div>'
+    return msg, *docs_outputs(collections, chosen, selected, user)
+
+
+def on_model(collections: Collections, name: str, request=None):
+    if not name or name == collections.settings.model:
+        return f'<div class="rag-muted">Model in use: {esc(collections.settings.model)}</div>'
+    try:
+        collections.use_model(name, user_of(request))  # admins only (NotAllowed otherwise)
+    except Exception as exc:  # noqa: BLE001
+        return error_html(user_message(exc))
+    return (f'<div class="rag-muted">Model switched to {esc(name)}; it loads with the next question '
+            "(a few seconds). This applies to everyone using this server.</div>")
+
+
+def on_roles(collections: Collections, request=None):
+    """The global controls (model, shared collections) as this user may use them: disabled, with
+    the reason, for a user who is not an admin."""
+    import gradio as gr
+
+    admin, note = admin_note(collections, user_of(request))
+    model_note = f'<div class="rag-muted">Model in use: {esc(collections.settings.model)}</div>'
+    return gr.update(interactive=admin), model_note + note, *[gr.update(interactive=admin)] * 3
+
+
+def on_create_collection(collections: Collections, name: str | None, request=None):
+    import gradio as gr
+
+    user = user_of(request)
+    name = (name or "").strip()
+    try:
+        collections.create_shared(name, user)
+    except Exception as exc:  # noqa: BLE001 - NotAllowed for a non-admin, InputError for a bad name
+        return error_html(user_message(exc)), gr.skip(), *docs_outputs(collections, None, [], user)
+    return (f'<div class="rag-report rag-ok">Created the shared collection {esc(name)}; every user sees it.</div>',
+            "", *docs_outputs(collections, name, [], user))
+
+
+def on_remove_collection(collections: Collections, chosen: str | None, request=None):
+    user = user_of(request)
+    try:
+        collections.remove(chosen or "", user)
+    except Exception as exc:  # noqa: BLE001
+        return error_html(user_message(exc)), *docs_outputs(collections, chosen, [], user)
+    return (f'<div class="rag-report rag-ok">Deleted the shared collection {esc(shorten(chosen))}.</div>',
+            *docs_outputs(collections, None, [], user))
+
+
+def _handler(fn, *bound: Any, **defaults: Any):
+    """`fn` with its first arguments `bound`, as Gradio reads a handler: `fn`'s name and docstring, the
+    signature of the remaining parameters (with `defaults` replacing theirs, e.g. a gr.Progress), a
+    generator if `fn` is one (Gradio streams those), and the request's annotation (`_with_request`)."""
+    signature = inspect.signature(fn)
+    params = [p.replace(default=defaults[p.name]) if p.name in defaults else p
+              for p in list(signature.parameters.values())[len(bound):]]
+    shown = signature.replace(parameters=params)
+
+    def arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        call = shown.bind(*args, **kwargs)
+        call.apply_defaults()
+        return call.arguments
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def handler(*args: Any, **kwargs: Any):
+            yield from fn(*bound, **arguments(args, kwargs))
+    else:
+        @functools.wraps(fn)
+        def handler(*args: Any, **kwargs: Any):
+            return fn(*bound, **arguments(args, kwargs))
+    handler.__signature__ = shown  # type: ignore[attr-defined]
+    handler.__annotations__ = {k: v for k, v in fn.__annotations__.items()
+                               if k in shown.parameters or k == "return"}
+    return _with_request(handler) if "request" in shown.parameters else handler
 
 
 # --------------------------------------------------------------------------- the app
 
 def build_app(source: RAG | Collections, collection: str | None = None) -> "gr.Blocks":  # noqa: F821 - gradio is imported lazily
     """`source`: the collections to serve (or one RAG, served as the collection `default`);
-    `collection`: the one chosen first where the user may see it."""
+    `collection`: the one chosen first where the user may see it. The page's events call the
+    handlers above, bound to these collections; the one public endpoint is /ask (`ask_endpoint`)."""
     import gradio as gr
 
     collections = source if isinstance(source, Collections) else Collections(source.settings, default=source)
     settings = collections.settings
     page_views: dict[int, PageView] = {}  # one per collection's RAG: its OCR engine, its rendered pages
 
-    @_with_request
-    def on_ask(question: str, session: dict[str, Any], top_k: float, documents: list[str] | None,
-               chosen: str | None, request=None):
-        try:
-            rag, _ = open_for(collections, chosen, request)
-        except Exception as exc:  # noqa: BLE001 - e.g. a collection this user may not see
-            messages = [*(session or new_session()).get("messages", []),
-                        {"role": "assistant", "content": error_html(user_message(exc))}]
-            yield _gradio_outputs((messages, question, _SKIP, citations_html(None), _SKIP, session))
-            return
-        if id(rag) not in page_views:
-            page_views[id(rag)] = PageView(getattr(rag, "ocr", None))
-        pages = page_views[id(rag)]
-        for values in ChatHandler(rag, pages)(question, session, top_k, documents):
-            yield _gradio_outputs(values)
-
-    def on_clear():
-        return [], "", "", citations_html(None), new_session()
-
-    @_with_request
-    def on_upload(files, chosen: str | None, selected: list[str] | None, request=None,
-                  progress=gr.Progress(track_tqdm=True)):
-        user = user_of(request)
-        target = chosen
-        try:
-            target = upload_target(collections, chosen, user)
-            rag = collections.open(target, user)
-            outcomes = ingest_uploads(rag, files or [], collections.directory(target) / UPLOAD_DIRNAME, progress)
-            report = outcomes_html(outcomes)
-            if target != chosen and chosen:
-                report = (f'<div class="rag-muted">You cannot add to {esc(shorten(chosen))}; the files went to your own '
-                          f"collection {esc(target)}.</div>") + report
-            if any(not o.ok for o in outcomes):
-                gr.Warning("Some files were not indexed; see the report.")
-        except Exception as exc:  # noqa: BLE001
-            report = error_html(user_message(exc))
-        return report, None, *_docs_outputs(target, selected if target == chosen else [], user)
-
-    def _docs_outputs(chosen: str | None, selected: list[str] | None, user: str | None):
-        """The picker, the documents table, the delete pick, the count, and the "Search in" choices
-        (the chosen documents that are still indexed stay chosen), all of the collection `chosen`."""
-        names, name, note = collection_outputs(collections, chosen, user)
-        rag = collections.open(name, user)
-        rows = documents_rows(rag)
-        choices = document_choices(rag)
-        ids = {doc_id for _, doc_id in choices}
-        return (gr.update(choices=names, value=name), rows, gr.update(choices=choices, value=None),
-                f"{len(rows)} document(s) in {name}{note}",
-                gr.update(choices=choices, value=[d for d in selected or [] if d in ids]))
-
-    @_with_request
-    def on_refresh(chosen: str | None = None, selected: list[str] | None = None, request=None):
-        try:
-            return _docs_outputs(chosen, selected, user_of(request))
-        except Exception as exc:  # noqa: BLE001
-            gr.Warning(user_message(exc))
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-
-    @_with_request
-    def on_delete(doc_id: str | None, chosen: str | None, selected: list[str] | None, request=None):
-        user = user_of(request)
-        if not doc_id:
-            return error_html("Choose a document to delete first."), *_docs_outputs(chosen, selected, user)
-        try:
-            name = collections.writable(chosen or collections.names(user)[0], user)
-            info = collections.open(name, user).delete(doc_id)
-        except Exception as exc:  # noqa: BLE001
-            return error_html(user_message(exc)), *_docs_outputs(chosen, selected, user)
-        remove_uploaded_copy(info.source, collections.directory(name) / UPLOAD_DIRNAME)
-        msg = f'<div class="rag-report rag-ok">Deleted {esc(short_source(info.source))} ({info.chunks} chunks).</div>'
-        return msg, *_docs_outputs(chosen, selected, user)
-
-    @_with_request
-    def on_model(name: str, request=None):
-        if not name or name == collections.settings.model:
-            return f'<div class="rag-muted">Model in use: {esc(collections.settings.model)}</div>'
-        try:
-            collections.use_model(name, user_of(request))  # admins only (NotAllowed otherwise)
-        except Exception as exc:  # noqa: BLE001
-            return error_html(user_message(exc))
-        return (f'<div class="rag-muted">Model switched to {esc(name)}; it loads with the next question '
-                "(a few seconds). This applies to everyone using this server.</div>")
-
-    @_with_request
-    def on_roles(request=None):
-        """The global controls (model, shared collections) as this user may use them: disabled, with
-        the reason, for a user who is not an admin."""
-        admin, note = admin_note(collections, user_of(request))
-        model_note = f'<div class="rag-muted">Model in use: {esc(collections.settings.model)}</div>'
-        return gr.update(interactive=admin), model_note + note, *[gr.update(interactive=admin)] * 3
-
-    @_with_request
-    def on_create_collection(name: str | None, request=None):
-        user = user_of(request)
-        name = (name or "").strip()
-        try:
-            collections.create_shared(name, user)
-        except Exception as exc:  # noqa: BLE001 - NotAllowed for a non-admin, InputError for a bad name
-            return error_html(user_message(exc)), gr.skip(), *_docs_outputs(None, [], user)
-        return (f'<div class="rag-report rag-ok">Created the shared collection {esc(name)}; every user sees it.</div>',
-                "", *_docs_outputs(name, [], user))
-
-    @_with_request
-    def on_remove_collection(chosen: str | None, request=None):
-        user = user_of(request)
-        try:
-            collections.remove(chosen or "", user)
-        except Exception as exc:  # noqa: BLE001
-            return error_html(user_message(exc)), *_docs_outputs(chosen, [], user)
-        return (f'<div class="rag-report rag-ok">Deleted the shared collection {esc(shorten(chosen))}.</div>',
-                *_docs_outputs(None, [], user))
-
-    @_with_request
-    def ask_endpoint(question: str, top_k: int = settings.top_k, documents: list[str] | None = None,
-                     collection: str | None = None, request=None) -> dict:
-        """Answer one standalone question; returns the answer, its citations and timings. `documents`:
-        doc ids or path globs to answer from (default: all documents); `collection`: the collection to
-        ask (default: the first one yours, `default`)."""
-        try:
-            rag, _ = open_for(collections, collection, request)
-            return api_ask(rag, question, top_k, documents)
-        except Exception as exc:  # noqa: BLE001
-            raise gr.Error(user_message(exc)) from None
+    def bound(fn, *more: Any, **defaults: Any):
+        return _handler(fn, collections, *more, **defaults)
 
     with gr.Blocks(title="Ask your documents", analytics_enabled=False) as demo:
         session = gr.State(new_session())
@@ -387,8 +286,9 @@ def build_app(source: RAG | Collections, collection: str | None = None) -> "gr.B
                     delete_btn = gr.Button("Delete", variant="stop", scale=1, elem_id="rag-delete")
                 delete_report = gr.HTML("", elem_id="rag-delete-report", js_on_load=None)
             with gr.Tab("Settings", id="settings"):
-                top_k = gr.Slider(1, 20, value=settings.top_k, step=1, label="Passages to retrieve (top-k)",
-                                  elem_id="rag-topk")
+                # its value is set at page load from the collection's own default (on_top_k)
+                top_k = gr.Slider(1, max(20, settings.top_k), value=settings.top_k, step=1,
+                                  label="Passages to retrieve (top-k)", elem_id="rag-topk")
                 model = gr.Dropdown(model_choices(settings), value=settings.model, label="Model",
                                     elem_id="rag-model", allow_custom_value=False)
                 model_status = gr.HTML(f'<div class="rag-muted">Model in use: {esc(settings.model)}</div>',
@@ -407,28 +307,30 @@ def build_app(source: RAG | Collections, collection: str | None = None) -> "gr.B
 
         chat_outputs = [chatbot, question, rewritten, cites, timings, session]
         for trigger in (ask_btn.click, question.submit):
-            trigger(on_ask, [question, session, top_k, search_in, picker], chat_outputs, api_visibility="private",
-                    concurrency_id=LLM_QUEUE, concurrency_limit=1, show_progress="minimal")
+            trigger(bound(on_ask, page_views), [question, session, top_k, search_in, picker], chat_outputs,
+                    api_visibility="private", concurrency_id=LLM_QUEUE, concurrency_limit=1, show_progress="minimal")
         clear_btn.click(on_clear, None, [chatbot, question, rewritten, cites, session], api_visibility="private",
                         queue=False)
         chatbot.clear(on_clear, None, [chatbot, question, rewritten, cites, session], api_visibility="private",
                       queue=False)
-        docs_outputs = [picker, docs_table, doc_pick, doc_count, search_in]
-        upload_btn.click(on_upload, [files, picker, search_in], [upload_report, files, *docs_outputs],
+        docs = [picker, docs_table, doc_pick, doc_count, search_in]
+        upload_btn.click(bound(on_upload, progress=gr.Progress(track_tqdm=True)), [files, picker, search_in],
+                         [upload_report, files, *docs], api_visibility="private", concurrency_id="write",
+                         concurrency_limit=1)
+        delete_btn.click(bound(on_delete), [doc_pick, picker, search_in], [delete_report, *docs],
                          api_visibility="private", concurrency_id="write", concurrency_limit=1)
-        delete_btn.click(on_delete, [doc_pick, picker, search_in], [delete_report, *docs_outputs],
-                         api_visibility="private", concurrency_id="write", concurrency_limit=1)
-        model.change(on_model, [model], [model_status], api_visibility="private",
+        model.change(bound(on_model), [model], [model_status], api_visibility="private",
                      concurrency_id=LLM_QUEUE, concurrency_limit=1)
-        create_collection.click(on_create_collection, [new_collection], [admin_report, new_collection, *docs_outputs],
+        create_collection.click(bound(on_create_collection), [new_collection], [admin_report, new_collection, *docs],
                                 api_visibility="private", concurrency_id="write", concurrency_limit=1)
-        remove_collection.click(on_remove_collection, [picker], [admin_report, *docs_outputs],
+        remove_collection.click(bound(on_remove_collection), [picker], [admin_report, *docs],
                                 api_visibility="private", concurrency_id="write", concurrency_limit=1)
-        demo.load(on_roles, None, [model, model_status, new_collection, create_collection, remove_collection],
+        demo.load(bound(on_roles), None, [model, model_status, new_collection, create_collection, remove_collection],
                   api_visibility="private", queue=False)
-        demo.load(on_refresh, [picker, search_in], docs_outputs, api_visibility="private", queue=False)
-        picker.input(on_refresh, [picker], docs_outputs, api_visibility="private", queue=False)
-        gr.api(ask_endpoint, api_name="ask", concurrency_id=LLM_QUEUE, concurrency_limit=1)
+        demo.load(bound(on_refresh), [picker, search_in], docs, api_visibility="private", queue=False)
+        demo.load(bound(on_top_k), [picker], [top_k], api_visibility="private", queue=False)
+        picker.input(bound(on_refresh), [picker], docs, api_visibility="private", queue=False)
+        gr.api(bound(ask_endpoint), api_name="ask", concurrency_id=LLM_QUEUE, concurrency_limit=1)
     return demo
 
 

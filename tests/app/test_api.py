@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 
 import pytest
 from starlette.testclient import TestClient
@@ -131,11 +132,11 @@ def test_earlier_turns_are_the_history_of_the_follow_up(seeded):
 def test_conversation_picks_the_last_user_message_and_pairs_the_turns():
     msgs = [api.Message(role=r, content=c) for r, c in
             [("user", "a?"), ("user", "b?"), ("assistant", "B."), ("user", "c?"), ("assistant", "stray")]]
-    question, history = api.conversation(msgs, 100)
+    question, history = api.conversation(msgs)
     assert question == "c?"
     assert [(t.question, t.answer) for t in history] == [("a?", ""), ("b?", "B.")]
     parts = api.Message(role="user", content=[{"type": "text", "text": "part one"}, {"type": "text", "text": "two"}])
-    assert api.conversation([parts], 100)[0] == "part one\ntwo"
+    assert api.conversation([parts])[0] == "part one\ntwo"
 
 
 @pytest.mark.parametrize(("body", "expected"), [
@@ -168,9 +169,11 @@ def test_too_long_question_and_body_and_a_missing_content_type(make_rag):
     client = TestClient(build_api(SingleCollection(rag)))
     r = ask(client, ("user", "x" * 51))
     assert r.status_code == 400 and r.json()["error"]["message"] == (
-        "messages.0.content is 51 characters; the limit is 50 (RAG_MAX_QUESTION_CHARS)")
+        "the question is 51 characters; the limit is 50 (RAG_MAX_QUESTION_CHARS)")
     r = ask(client, ("user", "x" * 51), ("assistant", "A."), ("user", "short?"))  # history too
-    assert r.status_code == 400 and "messages.0.content is 51 characters" in r.json()["error"]["message"]
+    assert r.status_code == 400 and r.json()["error"]["message"] == (
+        "question 1 of the history is 51 characters; the limit is 50 (RAG_MAX_QUESTION_CHARS)")
+    assert rag.llm.prompts == []  # refused before the model was asked anything
     r = client.post("/v1/chat/completions", content=b" " * (rag.settings.max_body_kb * 1000 + 1),
                     headers={"content-type": "application/json"})
     assert r.status_code == 413 and "over the limit of 1,000,000 bytes" in r.json()["error"]["message"]
@@ -203,7 +206,7 @@ def test_library_errors_are_400_and_unexpected_ones_500_without_details(make_rag
     def model_down(*args, **kwargs):
         raise ModelError("the model server http://127.0.0.1:9/v1 is not reachable")
 
-    monkeypatch.setattr(rag, "ask", model_down)
+    monkeypatch.setattr(rag, "chat", model_down)
     r = ask(client, ("user", "anything?"))
     assert r.status_code == 400 and r.json()["error"] == {
         "message": "the model server http://127.0.0.1:9/v1 is not reachable", "type": "invalid_request_error",
@@ -212,7 +215,7 @@ def test_library_errors_are_400_and_unexpected_ones_500_without_details(make_rag
     def bug(*args, **kwargs):
         raise KeyError("secret internals")
 
-    monkeypatch.setattr(rag, "ask", bug)
+    monkeypatch.setattr(rag, "chat", bug)
     r = ask(client, ("user", "anything?"))
     assert r.status_code == 500 and "secret internals" not in r.text and "Traceback" not in r.text
     assert r.json()["error"]["type"] == "server_error" and "server log" in r.json()["error"]["message"]
@@ -221,14 +224,18 @@ def test_library_errors_are_400_and_unexpected_ones_500_without_details(make_rag
 
 def test_an_error_while_streaming_ends_the_stream_with_an_error_event(seeded, monkeypatch):
     rag = seeded(ANSWER)
-    real_stream = rag.stream
+    real_chat = rag.chat
 
     def failing(*args, **kwargs):
-        it = real_stream(*args, **kwargs)
-        yield next(it)
-        raise ModelError("the model server stopped answering")
+        reply = real_chat(*args, **kwargs)
 
-    monkeypatch.setattr(rag, "stream", failing)
+        def items():
+            yield next(iter(reply.items))
+            raise ModelError("the model server stopped answering")
+
+        return replace(reply, items=items())
+
+    monkeypatch.setattr(rag, "chat", failing)
     r = ask(TestClient(build_api(SingleCollection(rag))), ("user", QUESTION), stream=True)
     events = sse_events(r.text)
     assert events[-1] == "[DONE]"

@@ -334,11 +334,11 @@ def test_the_app_mounts_the_tab_and_its_handlers_take_the_user_from_the_request(
 # --------------------------------------------------------------------------- rag eval run --collection NAME
 
 def test_eval_run_with_a_collection_and_no_file_runs_its_own_set(settings, tmp_path):
-    from rag.app.cli import _parser
-    from rag.app.eval_commands import run_cli, with_default_subcommand
+    from rag.app.cli import parse_args
+    from rag.app.eval_commands import run_cli
     from tests.evaluation.test_evaluation import cli_args
 
-    args = _parser().parse_args(with_default_subcommand(["eval", "--collection", "default"]))
+    args = parse_args(["eval", "--collection", "default"])
     assert args.eval_command == "run" and args.testset is None and args.collection == "default"
     rag = Collections(settings, embedder=FakeEmbedder(), llm=FakeLLM([mars_refused])).open(DEFAULT)
     rag.add([SEED_ARTICLE])

@@ -255,7 +255,7 @@ def test_chat_shows_rag_errors_and_hides_unexpected_ones(make_rag, caplog):
     def boom(*args, **kwargs):
         raise RuntimeError("secret internals /etc/passwd")
 
-    rag.stream = boom
+    rag.chat = boom
     _, (messages, *_rest) = last(ui.ChatHandler(rag)("What?", None, 3))
     content = messages[-1]["content"]
     assert render.INTERNAL_ERROR in content

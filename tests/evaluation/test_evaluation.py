@@ -397,10 +397,15 @@ def test_eval_subcommands_have_their_own_help_and_the_old_form_still_runs(capsys
     with pytest.raises(SystemExit) as exit_:
         main(["eval"])  # no subcommand: a usage error that names the choices
     assert exit_.value.code == 2 and "run,compare,rescore,curve,calibrate" in capsys.readouterr().err
-    from rag.app.eval_commands import with_default_subcommand
+    from rag.app.cli import parse_args
 
-    assert with_default_subcommand(["eval", "t.jsonl", "--limit", "3"]) == ["eval", "run", "t.jsonl", "--limit", "3"]
-    assert with_default_subcommand(["--config", "x.toml", "eval", "compare", "a", "b"])[3] == "compare"
+    args = parse_args(["eval", "t.jsonl", "--limit", "3"])  # a test set, not an action: it is run
+    assert (args.command, args.eval_command, args.testset, args.limit) == ("eval", "run", "t.jsonl", 3)
+    args = parse_args(["--config", "x.toml", "eval", "compare", "a", "b"])
+    assert (args.config, args.eval_command, [str(p) for p in args.compare]) == ("x.toml", "compare", ["a", "b"])
+    # only the word right after `eval` is read: "eval" elsewhere is an ordinary argument
+    assert parse_args(["ask", "eval"]).question == "eval"
+    assert parse_args(["ingest", "eval", "--index", "i"]).paths == ["eval"]
 
 
 def test_rag_eval_on_squad_indexes_its_contexts(settings, tmp_path, capsys):
