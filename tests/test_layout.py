@@ -31,7 +31,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "ingest": ("rag.ingest",),
     "store": ("rag.store",),
     "answer": ("rag.answer",),
-    "pipeline": ("rag.pipeline",),
+    "pipeline": ("rag.pipeline", "rag.indexer", "rag.asker"),
     "collections": ("rag.collections",),
     "evaluation": ("rag.evaluation",),
     "app": ("rag.app",),

@@ -11,6 +11,7 @@ from starlette.testclient import TestClient
 import rag.asker as asker_module
 from rag.answer.query_rewriting import QuestionCondenser, Turn
 from rag.app import cli, ui
+from rag.app.ui_chat import ChatHandler
 from rag.app.api import SingleCollection, build_api
 from rag.errors import InputError
 from rag.pipeline import RAG
@@ -70,7 +71,7 @@ def test_rag_ask_answers_through_chat(recorded, monkeypatch, capsys):
 
 def test_the_ui_chat_answers_through_chat_and_condenses_once_per_follow_up(recorded):
     rag, calls = recorded
-    handler = ui.ChatHandler(rag)
+    handler = ChatHandler(rag)
     *_, (messages, _, _, _, _, session) = list(handler(QUESTION, None, 3))
     assert "$110 million" in messages[-1]["content"]
     *_, (messages, _, rewritten, _, timings, session) = list(handler(FOLLOW_UP, session, 4))
