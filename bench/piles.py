@@ -158,6 +158,27 @@ def summarize(rows: list[dict], rate: float) -> dict:
             "load_p50": p50([r["load"] for r in rows])}
 
 
+def embed_sweep(rag, n: int = 256) -> dict:
+    """Chunks embedded per second at several batch sizes (the same `n` chunks of the index each time)."""
+    texts = [c.text for c in list(rag.store.chunks.values())[:n]]
+    embedder = rag.embedder
+    before = embedder.batch_size
+    out = {}
+    try:
+        for batch in (16, 32, 64, 128):
+            embedder.batch_size = batch
+            t = time.perf_counter()
+            embedder.embed(texts)
+            seconds = time.perf_counter() - t
+            out[batch] = {"seconds": round(seconds, 2), "chunks_per_s": round(len(texts) / seconds, 1),
+                          "load": round(load_average()[0], 2)}
+            log(f"embed {len(texts)} chunks, batch {batch}: {seconds:.2f} s ({len(texts) / seconds:.1f}/s), "
+                f"load {out[batch]['load']}")
+    finally:
+        embedder.batch_size = before
+    return out
+
+
 def thread_rates(repeat: int = 3) -> dict:
     """Raw prompt rate (tokens/s, median of `repeat`) at llama.cpp threads 1 and 2, idle and beside one
     CPU-bound process."""
@@ -191,6 +212,8 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a setting for the questions")
     ap.add_argument("--rates", action="store_true", help="only the raw prompt rate at threads 1 and 2, idle and "
                     "beside one CPU-bound process (llama.cpp's threads under competition)")
+    ap.add_argument("--embed-sweep", action="store_true", help="after the ingest: seconds to embed 256 of the "
+                    "corpus's chunks at batch sizes 16, 32, 64 and 128 (MiniLM, the setting's threads)")
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     args = ap.parse_args()
@@ -223,6 +246,11 @@ def main() -> int:
     rag.embedder.embed(["warm up"])
     result["ingest"] = ingest(rag, corpus)
 
+    if args.embed_sweep:
+        result["embed_sweep"] = embed_sweep(rag)
+    if args.questions == 0:
+        print(json.dumps(result)) if args.json else None
+        return 0
     questions = covid_questions(COVID_QA, doc_ids, args.questions + 1)
     competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.competitor else None
     try:
