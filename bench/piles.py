@@ -179,6 +179,25 @@ def embed_sweep(rag, n: int = 256) -> dict:
     return out
 
 
+def decode_rate(threads: int, tokens: int = 48) -> float:
+    """llama.cpp's generation rate: tokens evaluated one at a time (as when writing an answer) after a
+    64-token prompt, tokens/s, with the pipeline's n_batch."""
+    from llama_cpp import Llama
+
+    from rag.config import DEFAULT_MODEL, Settings
+    from rag.models.llm import LLAMA_N_BATCH, loading_llama, model_path
+
+    with loading_llama():
+        llama = Llama(model_path=str(model_path(DEFAULT_MODEL, Settings.load().cache_dir)), n_ctx=512,
+                      n_batch=LLAMA_N_BATCH, n_threads=threads, n_threads_batch=threads, verbose=False)
+    ids = llama.tokenize(("The committee met on Tuesday to review the budget and the risks. " * 20).encode())
+    llama.eval(ids[:64])
+    start = time.perf_counter()
+    for token in ids[64:64 + tokens]:
+        llama.eval([token])
+    return round(tokens / (time.perf_counter() - start), 1)
+
+
 def thread_rates(repeat: int = 3) -> dict:
     """Raw prompt rate (tokens/s, median of `repeat`) at llama.cpp threads 1 and 2, idle and beside one
     CPU-bound process."""
@@ -190,11 +209,13 @@ def thread_rates(repeat: int = 3) -> dict:
                 time.sleep(2)
             for threads in (1, 2):
                 runs = [raw_prompt_rate(threads=threads)["tokens_per_s"] for _ in range(repeat)]
+                decode = [decode_rate(threads) for _ in range(repeat)]
                 row = {"competitor": competing, "threads": threads, "tokens_per_s": float(np.median(runs)),
-                       "runs": runs, "load": round(load_average()[0], 2)}
+                       "runs": runs, "decode_tokens_per_s": float(np.median(decode)), "decode_runs": decode,
+                       "load": round(load_average()[0], 2)}
                 out["rows"].append(row)
-                log(f"competitor {competing}, threads {threads}: {row['tokens_per_s']} tokens/s "
-                    f"({runs}), load {row['load']}")
+                log(f"competitor {competing}, threads {threads}: prompt {row['tokens_per_s']} tokens/s "
+                    f"({runs}), decode {row['decode_tokens_per_s']} tokens/s ({decode}), load {row['load']}")
         finally:
             if competitor is not None:
                 competitor.kill()
