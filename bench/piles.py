@@ -8,7 +8,9 @@ default settings (`RAG.ask`, the bundled 1.5B model, claim check on). Per questi
 retrieval + sentence selection, `timings["retrieve"]`), prompt tokens (the chat template's prompt, the
 model's tokenizer), tokens evaluated (the prompt minus the prefix it shares with the previous prompt,
 which llama.cpp's KV cache keeps), first token (from the call, so retrieval included), whole answer, and
-whether a gold answer string is in the answer. One warm-up question (model load) is not counted.
+whether a gold answer string is in the answer. One warm-up question (model load) is not counted. Before
+each question the raw prompt rate is measured again (128 tokens, a second instance of the model), as on a
+shared machine it moves from minute to minute; the first-token check uses each question's own.
 
 Every figure is printed with the machine's raw llama.cpp prompt rate (bench/_common.py, measured in this
 process before and after the questions) and the load average. The check of issue 20: the pipeline's
@@ -102,11 +104,36 @@ def contains_gold(text: str, answers: list[str]) -> bool:
     return any(plain(a) in low for a in answers if plain(a))
 
 
-def ask_all(rag, questions: list[dict]) -> list[dict]:
+class RateProbe:
+    """The raw prompt rate just before each question (a second llama.cpp instance of the same model,
+    `tokens` tokens from an empty cache): on a shared machine the rate moves from minute to minute."""
+
+    def __init__(self, threads: int, tokens: int = 128) -> None:
+        from llama_cpp import Llama
+
+        from rag.config import DEFAULT_MODEL, Settings
+        from rag.models.llm import LLAMA_N_BATCH, loading_llama, model_path
+
+        with loading_llama():
+            self.llama = Llama(model_path=str(model_path(DEFAULT_MODEL, Settings.load().cache_dir)), n_ctx=512,
+                               n_batch=LLAMA_N_BATCH, n_threads=threads, n_threads_batch=threads, verbose=False)
+        text = "The committee met on Tuesday to review the budget, the schedule and the risks of the project. " * 16
+        self.ids = self.llama.tokenize(text.encode("utf-8"))[:tokens]
+        self.llama.eval(self.ids)  # page the weights in
+
+    def rate(self) -> float:
+        self.llama.reset()
+        start = time.perf_counter()
+        self.llama.eval(self.ids)
+        return round(len(self.ids) / (time.perf_counter() - start), 1)
+
+
+def ask_all(rag, questions: list[dict], probe: RateProbe | None = None) -> list[dict]:
     from rag.models.llama_state import shared_prefix
 
     rows, previous = [], []
     for i, q in enumerate(questions):
+        raw = probe.rate() if probe is not None else None
         start = time.perf_counter()
         first = None
         answer = None
@@ -129,12 +156,12 @@ def ask_all(rag, questions: list[dict]) -> list[dict]:
                "first_text_s": round(first, 3) if first is not None else None,
                "total_s": round(total, 3), "abstained": answer.abstained, "retried": bool(answer.signals.retried),
                "gold_in_answer": contains_gold(answer.text, q["answers"]), "answer": answer.text[:160],
-               "load": round(load_average()[0], 2)}
+               "raw_rate": raw, "load": round(load_average()[0], 2)}
         rows.append(row)
         log(f"{i + 1}/{len(questions)} retrieve {row['retrieve_s']:.2f}s, {n} prompt tokens ({evaluated} "
             f"evaluated), first token {row['first_token_s']}, total {total:.1f}s, "
             f"{'refused' if answer.abstained else 'answered'}{' (gold)' if row['gold_in_answer'] else ''}; "
-            f"load {row['load']}: {q['question'][:60]!r}")
+            f"raw rate {raw} tokens/s, load {row['load']}: {q['question'][:60]!r}")
     return rows
 
 
@@ -142,8 +169,11 @@ def summarize(rows: list[dict], rate: float) -> dict:
     p50 = lambda xs: round(float(np.percentile(xs, 50)), 3) if xs else None  # noqa: E731
     gen = [r for r in rows if r["generation_first_token_s"] is not None]
     # first token from the start of generation vs what the raw rate predicts for the tokens evaluated
-    ratio = [r["generation_first_token_s"] / (r["evaluated_tokens"] / rate) for r in gen if r["evaluated_tokens"]]
-    ratio_full = [r["generation_first_token_s"] / (r["prompt_tokens"] / rate) for r in gen if r["prompt_tokens"]]
+    # each question against the raw rate measured just before it (else the run's mean rate)
+    ratio = [r["generation_first_token_s"] / (r["evaluated_tokens"] / (r["raw_rate"] or rate))
+             for r in gen if r["evaluated_tokens"]]
+    ratio_full = [r["generation_first_token_s"] / (r["prompt_tokens"] / (r["raw_rate"] or rate))
+                  for r in gen if r["prompt_tokens"]]
     return {"questions": len(rows), "answered": sum(not r["abstained"] for r in rows),
             "gold_in_answer": sum(r["gold_in_answer"] for r in rows),
             "retrieve_p50_s": p50([r["retrieve_s"] for r in rows]),
@@ -155,6 +185,7 @@ def summarize(rows: list[dict], rate: float) -> dict:
             "claim_check_p50_s": p50([r["claim_check_s"] for r in gen]),
             "total_p50_s": p50([r["total_s"] for r in rows]), "total_p95_s":
                 round(float(np.percentile([r["total_s"] for r in rows], 95)), 3) if rows else None,
+            "raw_rate_p50": p50([r["raw_rate"] for r in rows if r["raw_rate"]]),
             "load_p50": p50([r["load"] for r in rows])}
 
 
@@ -225,7 +256,7 @@ def thread_rates(repeat: int = 3) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--index", type=Path, required=True, help="index folder (kept; the corpus goes beside it)")
+    ap.add_argument("--index", type=Path, help="index folder (kept; the corpus goes beside it); needed but for --rates")
     ap.add_argument("--papers", type=int, default=20)
     ap.add_argument("--questions", type=int, default=10)
     ap.add_argument("--threads", type=int, help="llama.cpp and embedder threads (default: the setting)")
@@ -250,6 +281,8 @@ def main() -> int:
         if args.json:
             print(json.dumps(rates))
         return 0
+    if args.index is None:
+        ap.error("--index is needed (but for --rates)")
     corpus = args.index.parent / f"{args.index.name}-corpus"
     if not corpus.is_dir():
         files = make_corpus(corpus, args.papers)
@@ -280,8 +313,10 @@ def main() -> int:
         rag.llm  # load
         rate_before = raw_prompt_rate(threads=settings.threads)
         log(f"raw prompt rate {rate_before['tokens_per_s']} tokens/s, load {load_average()[0]:.2f}")
-        ask_all(rag, questions[:1])  # warm-up
-        rows = ask_all(rag, questions[1:])
+        probe = RateProbe(settings.threads)
+        ask_all(rag, questions[:1], probe)  # warm-up
+        rows = ask_all(rag, questions[1:], probe)
+        del probe
         rate_after = raw_prompt_rate(threads=settings.threads)
     finally:
         if competitor is not None:

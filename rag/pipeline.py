@@ -420,6 +420,7 @@ class RAG:
                             judge=helpers.judge if self.settings.claim_check else None,
                             claim_threshold=self.settings.claim_threshold)
         with self._llm_lock:
+            helpers.fit_threads(self.settings)  # fewer threads while other processes hold the cores
             for item in answerer.stream(question, passages, timings, shown):
                 if isinstance(item, Answer):
                     item.timings["total"] = time.perf_counter() - start
