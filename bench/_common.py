@@ -95,7 +95,8 @@ def raw_prompt_rate(model: str | None = None, tokens: int = 256, threads: int | 
     path = model_path(name, settings.cache_dir)
     with loading_llama():
         llama = Llama(model_path=str(Path(path)), n_ctx=max(512, tokens + 16), n_batch=LLAMA_N_BATCH,
-                      n_threads=threads or settings.threads, verbose=False)
+                      n_threads=threads or settings.threads, n_threads_batch=threads or settings.threads,
+                      verbose=False)
     text = ("The committee met on Tuesday to review the budget, the schedule and the risks of the project. " * 64)
     ids = llama.tokenize(text.encode("utf-8"))[:tokens]
     llama.reset()

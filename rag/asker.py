@@ -234,6 +234,7 @@ class Asker:
                             judge=helpers.judge if settings.claim_check else None,
                             claim_threshold=settings.claim_threshold)
         with self.llm_lock:
+            helpers.fit_threads(settings)  # fewer threads while other processes hold the cores
             for item in answerer.stream(question, context.ranked, timings, context.shown):
                 if isinstance(item, Answer):
                     item.timings["total"] = time.perf_counter() - start

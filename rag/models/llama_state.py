@@ -322,6 +322,15 @@ class LlamaHelpers:
     prompt_state: PromptCache | None
     judge: Any  # a ClaimJudge: LlamaClaimJudge, or the one the caller passed
 
+    def fit_threads(self, settings: Any) -> int | None:
+        """With `adapt_threads`, the model's threads fitted to the cores free now (rag/models/threads.py);
+        the count set, or None (off, or no llama.cpp context)."""
+        if not settings.adapt_threads:
+            return None
+        from rag.models.threads import fit_llama_threads
+
+        return fit_llama_threads(self.llm, settings.threads)
+
 
 def llama_helpers_for(llm: Any, refusal: str, state_dir: Path, judge: Any = None) -> LlamaHelpers:
     """The refusal probe, the prompt-state cache (in `state_dir`) and the claim judge of `llm` (each None

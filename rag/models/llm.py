@@ -362,7 +362,9 @@ def build_llm(settings: "Settings", *, progress: Callable[[int, int], None] | No
                 temperature=settings.temperature,
                 max_new_tokens=settings.max_new_tokens,
                 context_window=settings.context_window,
-                model_kwargs={"n_threads": settings.threads, "n_batch": LLAMA_N_BATCH, "verbose": False},
+                # threads for the prompt (n_threads_batch) too: llama-cpp-python's default there is every core
+                model_kwargs={"n_threads": settings.threads, "n_threads_batch": settings.threads,
+                              "n_batch": LLAMA_N_BATCH, "verbose": False},
                 verbose=False,
             )
     except Exception as exc:
