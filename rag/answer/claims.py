@@ -29,6 +29,9 @@ from rag.ingest.chunking import split_sentences
 CLAIM_PROMPT = "claim_check"
 # The refusal reason when every sentence the support check backed fails the claim check.
 NOT_STATED = "the passages do not state this as the answer"
+# How the judge's reply is scored: "normalised" P(yes) / (P(yes) + P(no)) of its first token, or
+# "yes": P(yes) alone (mass on other tokens, e.g. a restatement or "The", counts against it).
+SCORINGS = ("normalised", "yes")
 EVIDENCE_CHARS = 400  # a passage sentence longer than this is cut (what the judge reads costs prompt time)
 
 
@@ -58,12 +61,23 @@ def evidence(sentence: str, passage_texts: Sequence[str]) -> str:
     return best if len(best) <= EVIDENCE_CHARS else best[:EVIDENCE_CHARS].rsplit(" ", 1)[0] + " ..."
 
 
+def yes_score(p_yes: float, p_no: float, scoring: str = "normalised") -> float | None:
+    """The claim score from the probabilities of the judge's first reply token being yes and no
+    (see SCORINGS); None when "normalised" has neither to go by."""
+    if scoring == "yes":
+        return p_yes
+    if scoring == "normalised":
+        return p_yes / (p_yes + p_no) if p_yes + p_no > 0 else None
+    raise ValueError(f"claim scoring {scoring!r} is not one of {list(SCORINGS)}")
+
+
 def judge_messages(messages: Sequence[ChatMessage], question: str, sentence: str, cited: Sequence[int],
-                   evidence: str, prompts_dir: Path = PROMPTS_DIR) -> list[ChatMessage]:
-    """The judge's conversation: the answer's prompt with the yes/no question appended to its user
-    turn (after the question), so it shares the prompt's evaluated prefix up to the question's end."""
+                   evidence: str, prompts_dir: Path = PROMPTS_DIR, prompt: str = CLAIM_PROMPT) -> list[ChatMessage]:
+    """The judge's conversation: the answer's prompt with the yes/no question (the template `prompt`)
+    appended to its user turn (after the question), so it shares the prompt's evaluated prefix up to
+    the question's end."""
     refs = " and ".join(f"[{n}]" for n in cited) or "the passages"
-    ask = prompts.render(CLAIM_PROMPT, prompts_dir, question=question, sentence=sentence, passages=refs,
+    ask = prompts.render(prompt, prompts_dir, question=question, sentence=sentence, passages=refs,
                          evidence=evidence.replace('"', "'"))
     *head, last = messages
     return [*head, ChatMessage(role=last.role, content=f"{last.content}\n\n{ask}")]

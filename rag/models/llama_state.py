@@ -83,43 +83,77 @@ def _first_tokens(llama: Any, words: Sequence[str]) -> list[int]:
 class LlamaClaimJudge:
     """The claim check on the answering model itself (rag/answer/claims.py): the judge's question is
     appended to the answer's own prompt (system prompt + passages + question), whose tokens llama.cpp
-    has just evaluated, so only the question's few dozen tokens are new. The score is
-    P("yes") / (P("yes") + P("no")) over the first token of the reply ("yes", "Yes", " yes", ...), read
-    from the logits. Afterwards the cache still starts with the prompt's shared prefix, so the next
-    question reuses it. `evaluated` counts the tokens the judge made llama.cpp evaluate (its cost)."""
+    has just evaluated, so only the question's few dozen tokens are new. The score is read from the
+    logits of the reply's first token ("yes", "Yes", " yes", ... against "no", "No", ...):
+    `scoring` "normalised" is P(yes) / (P(yes) + P(no)), "yes" is P(yes) alone. With `restate`
+    (a number of tokens), the judge first writes, greedily, up to that many tokens (the prompt asks it
+    to restate what the question asks for) and is scored on the first token after that line.
+    Afterwards the cache still starts with the prompt's shared prefix, so the next question reuses it.
+    `evaluated` counts the tokens the judge made llama.cpp evaluate (its cost)."""
 
-    def __init__(self, llm: Any, prompts_dir: Path | None = None) -> None:
+    def __init__(self, llm: Any, prompts_dir: Path | None = None, prompt: str | None = None,
+                 scoring: str = "normalised", restate: int = 0) -> None:
+        from rag.answer.claims import CLAIM_PROMPT, SCORINGS
         from rag.config import PROMPTS_DIR
+        from rag.errors import ConfigError
 
+        if scoring not in SCORINGS:
+            raise ConfigError(f"claim scoring {scoring!r} is not one of {sorted(SCORINGS)}")
         self.llm = llm
         self.llama = llm._model
         self.prompts_dir = prompts_dir or PROMPTS_DIR
+        self.prompt = prompt or CLAIM_PROMPT
+        self.scoring = scoring
+        self.restate = restate
         self.yes = _first_tokens(self.llama, ["yes", "Yes", " yes", " Yes", "YES"])
         self.no = _first_tokens(self.llama, ["no", "No", " no", " No", "NO"])
         if set(self.yes) & set(self.no):
             raise ValueError("the tokenizer's first tokens of yes and no overlap")
         self.evaluated = 0
+        self.restated = ""  # the last restatement written (restate > 0), for reports
+        self.last: tuple[float, float] | None = None  # the last (P(yes), P(no)) read
+
+    def _logits(self) -> Any:
+        import numpy as np
+
+        llama = self.llama
+        return np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(llama.n_vocab(),)).astype(np.float64)
 
     def score(self, messages: Sequence[Any], question: str, sentence: str, cited: Sequence[int],
               evidence: str) -> float | None:
         import numpy as np
 
-        from rag.answer.claims import judge_messages
+        from rag.answer.claims import judge_messages, yes_score
 
         llama = self.llama
-        turns = judge_messages(messages, question, sentence, cited, evidence, self.prompts_dir)
+        turns = judge_messages(messages, question, sentence, cited, evidence, self.prompts_dir, self.prompt)
         tokens = llama.tokenize(self.llm.messages_to_prompt(turns).encode("utf-8"), special=True)
-        if not tokens or len(tokens) > llama.n_ctx():
+        if not tokens or len(tokens) + self.restate + 1 > llama.n_ctx():
             return None
         # Reuse the cached prefix (at least the last token is evaluated, for its logits).
         keep = min(shared_prefix(llama.input_ids[: llama.n_tokens], tokens), len(tokens) - 1)
         llama.n_tokens = keep
         llama.eval(tokens[keep:])
         self.evaluated += len(tokens) - keep
-        logits = np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(llama.n_vocab(),)).astype(np.float64)
+        logits = self._logits()
+        if self.restate:
+            written: list[int] = []
+            newline = set(llama.tokenize(b"\n", add_bos=False, special=False))
+            for _ in range(self.restate):
+                token = int(np.argmax(logits))
+                if token == llama.token_eos():
+                    break
+                written.append(token)
+                llama.eval([token])
+                self.evaluated += 1
+                logits = self._logits()
+                if token in newline or "\n" in llama.detokenize([token]).decode("utf-8", "ignore"):
+                    break
+            self.restated = llama.detokenize(written).decode("utf-8", "ignore").strip()
         p = np.exp(logits - logits.max())
-        yes, no = float(p[self.yes].sum()), float(p[self.no].sum())
-        return yes / (yes + no) if yes + no > 0 else None
+        p /= p.sum()
+        self.last = (float(p[self.yes].sum()), float(p[self.no].sum()))
+        return yes_score(*self.last, self.scoring)
 
 
 def claim_judge_for(llm: Any) -> LlamaClaimJudge | None:
