@@ -37,6 +37,7 @@ VARIANTS: dict[str, tuple[str, int]] = {
     "current": ("claim_check", 0),
     "exact": ("claim_check_exact", 0),
     "restate": ("claim_check_restate", 24),
+    "missing": ("claim_check_missing", 0),
 }
 QUESTION_WORDS = {"what", "which", "who", "whom", "whose", "when", "where", "why", "how", "name", "many", "much",
                   "did", "does", "do", "is", "was", "were", "are"}
@@ -261,6 +262,50 @@ def gates(args: argparse.Namespace) -> None:
               f"{'-' if p is None else f'{p:.3f}'} |")
 
 
+def claim_curve(args: argparse.Namespace) -> None:
+    """The claim threshold's trade-off with the other gates fixed: per report, refusal recall, false
+    refusals and contains at each threshold (a Markdown table; --png also plots it)."""
+    from dataclasses import replace
+
+    from rag.evaluation.calibration import gate_metrics
+
+    base = parse_gates(args.gates)
+    reports = {Path(p).stem.split(".")[0]: [i for i in json.loads(Path(p).read_text())["items"] if i.get("error") is None]
+               for p in args.reports}
+    thresholds = [0.0, *THRESHOLDS]
+    rows = {name: [gate_metrics(items, replace(base, claim_threshold=t)) for t in thresholds]
+            for name, items in reports.items()}
+    fmt = lambda v: "-" if v != v else f"{v:.2f}"  # noqa: E731
+    print(f"other gates: min_score {base.min_score}, refusal_prob {base.refusal_prob}, retry_below {base.retry_below}")
+    print("| claim threshold | " + " | ".join(f"{n}: recall / false ref. / contains" for n in rows) + " |")
+    print("| ---: |" + " --- |" * len(rows))
+    for k, t in enumerate(thresholds):
+        print(f"| {t:.2f} | " + " | ".join(f"{fmt(m[k]['refusal_recall'])} / {fmt(m[k]['false_refusal_rate'])} / "
+                                         f"{fmt(m[k]['contains'])}" for m in rows.values()) + " |")
+    if args.png:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for name, ms in rows.items():
+            recall = [m["refusal_recall"] for m in ms]
+            false = [m["false_refusal_rate"] for m in ms]
+            if all(r != r for r in recall):
+                ax.plot(thresholds, false, "--", label=f"{name}: false refusals")
+                continue
+            line, = ax.plot(thresholds, recall, "-", label=f"{name}: refusal recall")
+            ax.plot(thresholds, false, "--", color=line.get_color(), label=f"{name}: false refusals")
+        ax.set_xlabel("claim threshold")
+        ax.set_ylabel("share")
+        ax.set_title("claim threshold, other gates fixed")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(args.png, dpi=110)
+        print(f"plot: {args.png}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -281,8 +326,12 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--b-reports", nargs="+", help="the same runs with another judge's claims (score --reports)")
     g.add_argument("--a", required=True, help="gates A: min_score,refusal_prob,retry_below,claim_threshold")
     g.add_argument("--b", required=True, help="gates B, the same form")
+    k = sub.add_parser("curve", help="the claim threshold's trade-off per report, other gates fixed")
+    k.add_argument("reports", nargs="+")
+    k.add_argument("--gates", required=True, help="min_score,refusal_prob,retry_below,claim_threshold (the last is varied)")
+    k.add_argument("--png")
     args = parser.parse_args(argv)
-    {"collect": collect, "score": score, "gates": gates}[args.command](args)
+    {"collect": collect, "score": score, "gates": gates, "curve": claim_curve}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -175,3 +175,22 @@ def test_bench_auc_and_curve_from_cached_scores():
     assert cj.question_coverage("Who is the prime minister of Niger?", "Zeine is prime minister of Niger") == 1.0
     assert cj.question_coverage("Who is the president of Niger?", "Zeine is prime minister of Niger") == 0.5
     assert cj.item_score(item(False, 0.9), "current*coverage") == pytest.approx(0.9)
+
+
+def test_missing_words_name_the_question_terms_the_passage_sentence_lacks():
+    from rag.answer.claims import missing_words
+
+    fact = "Deputy Secretary of State Kurt Campbell met with Niger’s Prime Minister Ali Lamine Zeine"
+    assert missing_words("What is the name of Niger's ousted president?", fact) == ["ousted", "president"]
+    assert missing_words("Who is the Deputy Secretary of Defense who met Niger's prime minister?", fact) == ["Defense"]
+    # stemmed like the support check: "met" and "meets" differ, "ministers" meets "Minister"
+    assert missing_words("Which ministers did Campbell meet?", fact) == ["meet"]
+    assert missing_words("Who met Niger's prime minister?", fact) == []
+
+
+def test_missing_prompt_lists_them_or_says_none():
+    fact = "Zeine is the Prime Minister of Niger."
+    asked = judge_messages(MESSAGES, "Who is Niger's president?", "s", [1], fact, prompt="claim_check_missing")
+    assert 'does not use: "president".' in asked[-1].content
+    straight = judge_messages(MESSAGES, "Who is Niger's prime minister?", "s", [1], fact, prompt="claim_check_missing")
+    assert "does not use: none." in straight[-1].content

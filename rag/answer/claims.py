@@ -15,6 +15,7 @@ out of the answer.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -61,6 +62,23 @@ def evidence(sentence: str, passage_texts: Sequence[str]) -> str:
     return best if len(best) <= EVIDENCE_CHARS else best[:EVIDENCE_CHARS].rsplit(" ", 1)[0] + " ..."
 
 
+# Words of a question that name what kind of answer it wants, not the fact asked about.
+QUESTION_WORDS = frozenset("name named many much kind type sort year percentage number".split())
+
+
+def missing_words(question: str, evidence: str) -> list[str]:
+    """The question's content words (in its order, once each) that the evidence sentence does not use,
+    compared as content_words compares them (stemmed): where a near miss's swapped term shows ("president"
+    against a passage naming the prime minister), and a paraphrase too, which the judge is left to tell."""
+    have = content_words(evidence)
+    out: list[str] = []
+    for word in re.findall(r"[\w][\w'’.-]*[\w]|\w", question):
+        stems = content_words(word)
+        if stems and not stems <= have and word.lower() not in QUESTION_WORDS and word not in out:
+            out.append(word)
+    return out
+
+
 def yes_score(p_yes: float, p_no: float, scoring: str = "normalised") -> float | None:
     """The claim score from the probabilities of the judge's first reply token being yes and no
     (see SCORINGS); None when "normalised" has neither to go by."""
@@ -77,7 +95,8 @@ def judge_messages(messages: Sequence[ChatMessage], question: str, sentence: str
     appended to its user turn (after the question), so it shares the prompt's evaluated prefix up to
     the question's end."""
     refs = " and ".join(f"[{n}]" for n in cited) or "the passages"
-    ask = prompts.render(prompt, prompts_dir, question=question, sentence=sentence, passages=refs,
+    missing = ", ".join(f'"{w}"' for w in missing_words(question, evidence)) or "none"
+    ask = prompts.render(prompt, prompts_dir, question=question, sentence=sentence, passages=refs, missing=missing,
                          evidence=evidence.replace('"', "'"))
     *head, last = messages
     return [*head, ChatMessage(role=last.role, content=f"{last.content}\n\n{ask}")]
