@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -194,3 +195,21 @@ def test_missing_prompt_lists_them_or_says_none():
     assert 'does not use: "president".' in asked[-1].content
     straight = judge_messages(MESSAGES, "Who is Niger's prime minister?", "s", [1], fact, prompt="claim_check_missing")
     assert "does not use: none." in straight[-1].content
+
+
+def test_bench_gates_pairs_two_settings_on_the_same_items(tmp_path, capsys):
+    cj = _bench()
+
+    def item(id_, must_refuse, claim, contains=True):
+        return {"id": id_, "must_refuse": must_refuse, "abstained": False, "contains": contains,
+                "signals": {"best_score": 0.9, "p_refusal": 0.1, "retried": False, "claims": [claim]}}
+
+    report = tmp_path / "open.json"
+    report.write_text(json.dumps({"items": [item("a", False, 0.9), item("b", False, 0.62), item("u", True, 0.63),
+                                            item("v", True, 0.64)]}))
+    cj.main(["gates", str(report), "--a", "0.3,0.4,0.35,0.6", "--b", "0.3,0.4,0.35,0.65"])
+    out = capsys.readouterr().out
+    # 0.65 refuses u and v (right now) and b (a right answer lost): 2 / 1
+    assert "| open | 4 | 0.000 → 1.000 | 0.000 → 0.500 | 1.000 → 0.500 | 2 / 1 | 1.000 |" in out
+    with pytest.raises(SystemExit, match="min_score,refusal_prob,retry_below,claim_threshold"):
+        cj.main(["gates", str(report), "--a", "0.3,0.4", "--b", "0.3,0.4,0.35,0.65"])
