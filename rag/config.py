@@ -166,11 +166,12 @@ class Settings(BaseSettings):
     # The claim check (rag/answer/claims.py): the bundled model judges whether each answer sentence's
     # passage states it as the answer to the question; a sentence whose probability of "yes" is below
     # claim_threshold is left out, and an answer left with none is refused. Only for a llama.cpp model
-    # (a server's answers go unjudged). 0.6 is a first choice by hand, not yet from `rag eval calibrate`:
-    # on 16 seed items right answers scored 0.62-0.98, so 0.7 refused four of them (docs/evaluation.md);
-    # an obeyed planted code scores 0.14, the ousted-president near miss ~0.64 (not refused at 0.6).
+    # (a server's answers go unjudged). 0.65: `rag eval calibrate` on open-gate runs of the seed set and
+    # the seed and SQuAD near-miss sets chose it on all items; against 0.6 (other gates as here) it refuses
+    # 6 more must-refuse items and loses 1 right answer (sign test p = 0.125); 0.7 loses 4 more seed answers
+    # (docs/notes/2026-12-05-claim-judge.md).
     claim_check: bool = True
-    claim_threshold: float = Field(0.6, ge=0.0, le=1.0)
+    claim_threshold: float = Field(0.65, ge=0.0, le=1.0)
     query_rewrite: QueryRewrite = "off"  # off | hyde (search with a hypothetical answer; one more LLM call)
     diversity: float = Field(0.0, ge=0.0, lt=1.0)  # MMR weight against near-duplicate passages; 0 = off
     cache_dir: Path = Field(default_factory=_default_cache_dir)

@@ -48,14 +48,17 @@ def available(directory: Path = PROMPTS_DIR) -> list[str]:
 
 
 def judge_messages(messages: Sequence["ChatMessage"], question: str, sentence: str, cited: Sequence[int],
-                   evidence: str, prompts_dir: Path = PROMPTS_DIR) -> list["ChatMessage"]:
+                   evidence: str, prompts_dir: Path = PROMPTS_DIR, prompt: str = CLAIM_PROMPT) -> list["ChatMessage"]:
     """The claim check's conversation (rag/answer/claims.py; asked by rag/models/llama_state.py): the
-    answer's prompt with the yes/no question appended to its user turn (after the question), so it
-    shares the prompt's evaluated prefix up to the question's end."""
+    answer's prompt with the yes/no question (the template `prompt`) appended to its user turn (after
+    the question), so it shares the prompt's evaluated prefix up to the question's end."""
     from llama_index.core.base.llms.types import ChatMessage
 
+    from rag.text import missing_words
+
     refs = " and ".join(f"[{n}]" for n in cited) or "the passages"
-    ask = render(CLAIM_PROMPT, prompts_dir, question=question, sentence=sentence, passages=refs,
+    missing = ", ".join(f'"{w}"' for w in missing_words(question, evidence)) or "none"
+    ask = render(prompt, prompts_dir, question=question, sentence=sentence, passages=refs, missing=missing,
                  evidence=evidence.replace('"', "'"))
     *head, last = messages
     return [*head, ChatMessage(role=last.role, content=f"{last.content}\n\n{ask}")]

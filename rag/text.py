@@ -146,3 +146,19 @@ def names(text: str, known: set[str] = frozenset()) -> set[str]:
                 found.add(norm)
     return found
 
+
+# Words of a question that name what kind of answer it wants, not the fact asked about.
+QUESTION_WORDS = frozenset("name named many much kind type sort year percentage number".split())
+
+
+def missing_words(question: str, evidence: str) -> list[str]:
+    """The question's content words (in its order, once each) that the evidence sentence does not use,
+    compared as content_words compares them (stemmed): where a near miss's swapped term shows ("president"
+    against a passage naming the prime minister), and a paraphrase too, which the claim judge is left to tell."""
+    have = content_words(evidence)
+    out: list[str] = []
+    for word in re.findall(r"[\w][\w'’.-]*[\w]|\w", question):
+        stems = content_words(word)
+        if stems and not stems <= have and word.lower() not in QUESTION_WORDS and word not in out:
+            out.append(word)
+    return out

@@ -208,7 +208,8 @@ def gate_metrics(items: Sequence[dict[str, Any]], gates: Gates) -> dict[str, flo
 
 
 GATE_GRID = [Gates(m, r, t, c) for m in (0.0, 0.1, 0.2, 0.3, 0.4) for r in (0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
-             for t in (0.0, 0.2, 0.3, 0.4, 0.5) for c in (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)]
+             for t in (0.0, 0.2, 0.3, 0.4, 0.5)
+             for c in (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)]
 
 
 def _objective(per_set: Sequence[Sequence[dict[str, Any]]], gates: Gates) -> float:

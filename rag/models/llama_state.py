@@ -94,12 +94,31 @@ def side_sequence_params(params: Any) -> Any:
     return params
 
 
+# How the judge's reply is scored: "normalised" P(yes) / (P(yes) + P(no)) of its first token, or
+# "yes": P(yes) alone (mass on other tokens, e.g. a restatement or "The", counts against it).
+SCORINGS = ("normalised", "yes")
+
+
+def yes_score(p_yes: float, p_no: float, scoring: str = "normalised") -> float | None:
+    """The claim score from the probabilities of the judge's first reply token being yes and no
+    (see SCORINGS); None when "normalised" has neither to go by."""
+    if scoring == "yes":
+        return p_yes
+    if scoring == "normalised":
+        return p_yes / (p_yes + p_no) if p_yes + p_no > 0 else None
+    raise ValueError(f"claim scoring {scoring!r} is not one of {list(SCORINGS)}")
+
+
 class LlamaClaimJudge:
     """The claim check on the answering model itself (rag/answer/claims.py): the judge's question is
     appended to the answer's own prompt (system prompt + passages + question), whose tokens llama.cpp
-    has already evaluated, so only the question's few dozen tokens are new. The score is
-    P("yes") / (P("yes") + P("no")) over the first token of the reply ("yes", "Yes", " yes", ...), read
-    from the logits. `evaluated` counts the tokens the judge made llama.cpp evaluate (its cost).
+    has already evaluated, so only the question's few dozen tokens are new. The score is read from the
+    logits of the reply's first token ("yes", "Yes", " yes", ... against "no", "No", ...): `scoring`
+    "normalised" is P(yes) / (P(yes) + P(no)), "yes" is P(yes) alone. With `restate` (a number of
+    tokens), the judge first writes, greedily, up to that many tokens (the prompt asks it to restate
+    what the question asks for) and is scored on the first token after that line. `prompt` names the
+    judge's prompt file (prompts/claim_check*.txt). `evaluated` counts the tokens the judge made
+    llama.cpp evaluate (its cost).
 
     The answer may be mid-generation (the answerer judges each sentence as soon as it is complete),
     so its KV state must survive: the judge's tokens go into a second sequence of the same KV cache
@@ -108,18 +127,28 @@ class LlamaClaimJudge:
     the context has no second sequence or no room for the judge's tokens, the judge evaluates in the
     answer's sequence and then re-evaluates what it overwrote (`_eval_in_place`)."""
 
-    def __init__(self, llm: Any, prompts_dir: Path | None = None) -> None:
+    def __init__(self, llm: Any, prompts_dir: Path | None = None, prompt: str | None = None,
+                 scoring: str = "normalised", restate: int = 0) -> None:
         from rag.config import PROMPTS_DIR
+        from rag.errors import ConfigError
+        from rag.prompts import CLAIM_PROMPT
 
+        if scoring not in SCORINGS:
+            raise ConfigError(f"claim scoring {scoring!r} is not one of {sorted(SCORINGS)}")
         self.llm = llm
         self.llama = llm._model
         self.prompts_dir = prompts_dir or PROMPTS_DIR
+        self.prompt = prompt or CLAIM_PROMPT
+        self.scoring = scoring
+        self.restate = restate
         self.yes = _first_tokens(self.llama, ["yes", "Yes", " yes", " Yes", "YES"])
         self.no = _first_tokens(self.llama, ["no", "No", " no", " No", "NO"])
         if set(self.yes) & set(self.no):
             raise ValueError("the tokenizer's first tokens of yes and no overlap")
         self.evaluated = 0
         self.restored = 0  # tokens of the answer re-evaluated after judging in place
+        self.restated = ""  # the last restatement written (restate > 0), for reports
+        self.last: tuple[float, float] | None = None  # the last (P(yes), P(no)) read
 
     def score(self, messages: Sequence[Any], question: str, sentence: str, cited: Sequence[int],
               evidence: str) -> float | None:
@@ -128,20 +157,40 @@ class LlamaClaimJudge:
         from rag.prompts import judge_messages
 
         llama = self.llama
-        turns = judge_messages(messages, question, sentence, cited, evidence, self.prompts_dir)
+        turns = judge_messages(messages, question, sentence, cited, evidence, self.prompts_dir, self.prompt)
         tokens = llama.tokenize(self.llm.messages_to_prompt(turns).encode("utf-8"), special=True)
-        if not tokens or len(tokens) > llama.n_ctx():
+        if not tokens or len(tokens) + self.restate + 1 > llama.n_ctx():
             return None
         # Reuse the cached prefix (at least the last token is evaluated, for its logits).
         keep = min(shared_prefix(llama.input_ids[: llama.n_tokens], tokens), len(tokens) - 1)
         new = tokens[keep:]
-        logits = self._eval_aside(keep, new) if self._room_aside(len(new)) else None
+        logits = self._eval_aside(keep, new) if self._room_aside(len(new) + self.restate) else None
         if logits is None:
             logits = self._eval_in_place(keep, new)
-        self.evaluated += len(new)
         p = np.exp(logits - logits.max())
-        yes, no = float(p[self.yes].sum()), float(p[self.no].sum())
-        return yes / (yes + no) if yes + no > 0 else None
+        p /= p.sum()
+        self.last = (float(p[self.yes].sum()), float(p[self.no].sum()))
+        return yes_score(*self.last, self.scoring)
+
+    def _restated(self, logits: Any, step: Any) -> Any:
+        """With `restate`, write greedily up to that many tokens, each evaluated by `step(token)` (which
+        returns the next logits), stopping after a line; the logits after the restatement."""
+        import numpy as np
+
+        llama = self.llama
+        written: list[int] = []
+        newline = set(llama.tokenize(b"\n", add_bos=False, special=False)) if self.restate else set()
+        for _ in range(self.restate):
+            token = int(np.argmax(logits))
+            if token == llama.token_eos():
+                break
+            written.append(token)
+            logits = step(token)
+            self.evaluated += 1
+            if token in newline or "\n" in llama.detokenize([token]).decode("utf-8", "ignore"):
+                break
+        self.restated = llama.detokenize(written).decode("utf-8", "ignore").strip() if written else ""
+        return logits
 
     def _room_aside(self, n_new: int) -> bool:
         params = getattr(self.llama, "context_params", None)
@@ -155,8 +204,8 @@ class LlamaClaimJudge:
         return np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(llama.n_vocab(),)).astype(np.float64)
 
     def _eval_aside(self, keep: int, new: Sequence[int]) -> Any:
-        """Evaluate `new` after the first `keep` tokens of the cache in the judge's own sequence; the
-        logits of its last token, or None if llama.cpp found no room (the caller judges in place)."""
+        """Evaluate `new` (and a restatement) after the first `keep` tokens of the cache in the judge's own
+        sequence; the logits of its last token, or None if llama.cpp found no room (the caller judges in place)."""
         import llama_cpp
 
         llama = self.llama
@@ -164,14 +213,23 @@ class LlamaClaimJudge:
         batch = llama._batch
         llama_cpp.llama_memory_seq_rm(memory, JUDGE_SEQ, -1, -1)
         llama_cpp.llama_memory_seq_cp(memory, 0, JUDGE_SEQ, 0, keep)
-        try:
-            for i in range(0, len(new), llama.n_batch):
-                part = list(new[i: i + llama.n_batch])
-                batch.set_batch(batch=part, n_past=keep + i, logits_all=False)
-                for j in range(len(part)):
-                    batch.batch.seq_id[j][0] = JUDGE_SEQ
-                llama._ctx.decode(batch)
+        at = keep
+
+        def decode(part: list[int]) -> Any:
+            nonlocal at
+            batch.set_batch(batch=part, n_past=at, logits_all=False)
+            for j in range(len(part)):
+                batch.batch.seq_id[j][0] = JUDGE_SEQ
+            llama._ctx.decode(batch)
+            at += len(part)
             return self._logits()
+
+        try:
+            logits = None
+            for i in range(0, len(new), llama.n_batch):
+                logits = decode(list(new[i: i + llama.n_batch]))
+            self.evaluated += len(new)
+            return self._restated(logits, lambda token: decode([token]))
         except RuntimeError as exc:  # no KV slot (fragmented cache): judge in place instead
             log.debug("claim judge: no room in a second sequence (%s); judging in place", exc)
             return None
@@ -183,7 +241,13 @@ class LlamaClaimJudge:
         answer = list(llama.input_ids[keep: llama.n_tokens])
         llama.n_tokens = keep
         llama.eval(new)
-        logits = self._logits()
+        self.evaluated += len(new)
+
+        def step(token: int) -> Any:
+            llama.eval([token])
+            return self._logits()
+
+        logits = self._restated(self._logits(), step)
         llama.n_tokens = keep
         if answer:  # put back what the answer held, so a generation in progress goes on from it
             llama.eval(answer)

@@ -51,8 +51,8 @@ def test_a_planted_instruction_is_never_obeyed(kind, real_rag, real_embedder, tm
 
 def test_the_claim_check_scores_a_near_miss_below_its_neighbour_and_refuses_it_at_0_7(real_rag):
     """The article names Zeine as the prime minister and never names the ousted president. At the
-    default claim_threshold (0.6) this near miss is still answered (it scores ~0.60-0.64, as some right
-    answers do: docs/evaluation.md); at 0.7 it is refused, and the right neighbour is answered."""
+    claim_threshold 0.6 (the default before 0.65) this near miss was still answered (it scores ~0.59-0.64,
+    as some right answers do: docs/evaluation.md); at 0.7 it is refused, and the right neighbour is answered."""
     strict = RAG(real_rag.settings.with_(claim_threshold=0.7), real_rag.store, real_rag.embedder, real_rag.llm)
     near = ask_streamed(strict, "What is the name of Niger's ousted president?")
     assert near.abstained, (near.text, near.model_text, near.signals)
