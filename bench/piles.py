@@ -254,6 +254,15 @@ def thread_rates(repeat: int = 3) -> dict:
     return out
 
 
+def emit(result: dict, out: Path | None, as_json: bool) -> None:
+    """The run's JSON: written to `out` if given, and on stdout with --json."""
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    if as_json:
+        print(json.dumps(result))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--index", type=Path, help="index folder (kept; the corpus goes beside it); needed but for --rates")
@@ -274,12 +283,7 @@ def main() -> int:
     from rag.pipeline import RAG
 
     if args.rates:
-        rates = thread_rates()
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(rates, indent=1), encoding="utf-8")
-        if args.json:
-            print(json.dumps(rates))
+        emit(thread_rates(), args.out, args.json)
         return 0
     if args.index is None:
         ap.error("--index is needed (but for --rates)")
@@ -332,11 +336,7 @@ def main() -> int:
              f"(before / after), load average {result['load_before'][0]:.2f} before, "
              f"{result['load_after'][0]:.2f} after; competitor: {args.competitor}; threads {settings.threads}")
     log(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1), encoding="utf-8")
-    if args.json:
-        print(json.dumps(result))
+    emit(result, args.out, args.json)
     return 0
 
 

@@ -21,7 +21,7 @@ from typing import Protocol
 from llama_index.core.base.llms.types import ChatMessage
 
 from rag.prompts import CLAIM_PROMPT, judge_messages  # noqa: F401  (the judge's turn: rag/prompts.py)
-from rag.text import content_words, missing_words, split_sentences  # noqa: F401  (missing_words: the judge prompt's)
+from rag.text import content_words, split_sentences
 
 # The refusal reason when every sentence the support check backed fails the claim check.
 NOT_STATED = "the passages do not state this as the answer"
