@@ -69,7 +69,6 @@ IndexType = Literal["auto", "flat", "hnsw", "ivf"]
 RetrievalKind = Literal["hybrid", "dense"]
 ContextKind = Literal["auto", "corpus", "chunk", "sentences"]
 AnswerStyle = Literal["sentence", "short"]
-SentenceVectors = Literal["alone", "in_context"]
 SupportKind = Literal["lexical", "embedding"]
 PassageOrder = Literal["document", "best_first", "best_last"]
 QueryRewrite = Literal["off", "hyde"]
@@ -150,10 +149,6 @@ class Settings(BaseSettings):
     context: ContextKind = "auto"
     corpus_max_words: int = Field(1500, ge=0, le=100_000)  # 0 = never show the corpus whole
     context_words: int = Field(60, ge=10, le=1000)  # per passage, when context = sentences
-    # How the sentences of retrieved passages are embedded to pick the ones near the question:
-    # alone (one embedding per sentence) | in_context (one pass per passage, each sentence the mean of its
-    # tokens there: rag/models/embedding.py, SentenceTransformerEmbedder.embed_spans)
-    sentence_vectors: SentenceVectors = "alone"
     answer_style: AnswerStyle = "sentence"  # sentence | short (just the answering words, cited)
     support: SupportKind = "lexical"  # lexical | embedding (also accept close paraphrases; rag/answer/citations.py)
     # document: retrieved passages in the order of their files (stable, so consecutive prompts share

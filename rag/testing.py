@@ -50,13 +50,6 @@ class FakeEmbedder:
     def embed_query(self, texts: list[str]) -> np.ndarray:
         return self.embed(texts)
 
-    def embed_spans(self, texts: list[str], spans: list[list[tuple[int, int]]], in_context: bool = True
-                    ) -> list[np.ndarray]:
-        """Each span alone, in either mode (bag-of-words vectors have no context)."""
-        from rag.models.embedding import spans_alone
-
-        return spans_alone(self, texts, spans)
-
 
 Reply = str | Callable[[str], str]
 

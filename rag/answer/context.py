@@ -17,30 +17,23 @@ from rag.types import Passage
 
 class SentenceSelector:
     """For each passage: the sentence most similar to the question, widened with its neighbours up to
-    `max_words`.
+    `max_words`."""
 
-    `in_context` (setting `sentence_vectors = in_context`): the sentences' vectors come from one pass of
-    the embedder over each passage, each the mean of its own tokens there (`Embedder.embed_spans`);
-    else each sentence is embedded alone. Measured reason: alone, embedding the ~25-45 sentences of the
-    retrieved passages was most of the retrieval time over the 20-paper PDF corpus
-    (docs/notes/2026-12-05-document-piles.md); one pass over the passages is a fraction of it."""
-
-    def __init__(self, embedder: Embedder, max_words: int = 60, in_context: bool = False) -> None:
+    def __init__(self, embedder: Embedder, max_words: int = 60) -> None:
         self.embedder = embedder
         self.max_words = max_words
-        self.in_context = in_context
 
     def select(self, question: str, passages: list[Passage]) -> list[Passage]:
         spans = [split_sentences(p.text, offset=p.start) for p in passages]
-        if not any(spans):
+        texts = [p.chunk.text[s.start - p.chunk.start:s.end - p.chunk.start] for p, ss in zip(passages, spans) for s in ss]
+        if not texts:
             return passages
-        vectors = self.embedder.embed_spans([p.text for p in passages],
-                                            [[(s.start - p.start, s.end - p.start) for s in ss]
-                                             for p, ss in zip(passages, spans)], in_context=self.in_context)
-        query = self.embedder.embed_query([question])[0]
+        sims = self.embedder.embed(texts) @ self.embedder.embed_query([question])[0]
         out: list[Passage] = []
-        for p, ss, v in zip(passages, spans, vectors):
-            local = v @ query if len(ss) else np.zeros(0, dtype=np.float32)
+        i = 0
+        for p, ss in zip(passages, spans):
+            local = sims[i:i + len(ss)]
+            i += len(ss)
             if not ss:
                 out.append(p)
                 continue

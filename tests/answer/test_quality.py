@@ -66,37 +66,6 @@ def test_selector_keeps_the_relevant_sentence_with_exact_offsets():
     assert selected.score == 0.7 and selected.chunk is chunk
 
 
-class SpanRecordingEmbedder(FakeEmbedder):
-    """A FakeEmbedder that records each embed_spans call (texts, spans, in_context)."""
-
-    def __init__(self, dim: int = 256) -> None:
-        super().__init__(dim=dim)
-        self.span_calls: list[tuple[list[str], list[list[tuple[int, int]]], bool]] = []
-
-    def embed_spans(self, texts, spans, in_context=True):
-        self.span_calls.append((list(texts), [list(s) for s in spans], in_context))
-        return super().embed_spans(texts, spans, in_context)
-
-
-@pytest.mark.parametrize("in_context", [False, True])
-def test_sentence_selector_asks_for_every_passage_sentence_in_one_call(in_context):
-    first = "Niger expelled the French ambassador. The base near Agadez cost $110 million."
-    second = "Drones flew from the base. Russia sent instructors."
-    chunks = [Chunk(id=i, doc_id=f"d{i}", source=f"/d{i}.txt", text=t, start=500, end=500 + len(t))
-              for i, t in enumerate([first, second])]
-    emb = SpanRecordingEmbedder()
-    picked = SentenceSelector(emb, max_words=8, in_context=in_context).select(
-        "How much did the base near Agadez cost?", [Passage.of(c, 0.5) for c in chunks])
-    (texts, spans, mode), = emb.span_calls  # one call for all passages
-    assert texts == [first, second] and mode is in_context
-    # spans are offsets into each passage's own text, one per sentence
-    assert [[t[a:b] for a, b in ss] for t, ss in zip(texts, spans)] == [
-        ["Niger expelled the French ambassador.", "The base near Agadez cost $110 million."],
-        ["Drones flew from the base.", "Russia sent instructors."]]
-    assert picked[0].text == "The base near Agadez cost $110 million."
-    assert first[picked[0].start - 500:picked[0].end - 500] == picked[0].text
-
-
 def test_mmr_skips_a_near_duplicate_of_what_it_already_picked():
     a = np.array([1.0, 0.0, 0.0]); b = np.array([0.99, 0.141, 0.0]); c = np.array([0.0, 0.0, 1.0])
     vectors = np.stack([a, b / np.linalg.norm(b), c]).astype(np.float32)
