@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -127,6 +129,8 @@ class SentenceTransformerEmbedder:
         self.threads = threads
         self.adapt_threads = adapt_threads
         self.model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()  # question -> vector, the last few
+        self._queries_lock = threading.Lock()
 
     def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
         if not texts:
@@ -141,7 +145,7 @@ class SentenceTransformerEmbedder:
                 torch.set_num_threads(n)
         vectors = self.model.encode(
             texts,
-            batch_size=self.batch_size,
+            batch_size=fitted_batch(len(texts), self.batch_size),
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=progress and len(texts) > self.batch_size * 4,
@@ -149,7 +153,34 @@ class SentenceTransformerEmbedder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def embed_query(self, texts: list[str]) -> np.ndarray:
-        return self.embed(texts)
+        """One question is embedded once: retrieval and the sentence selection both ask for its vector,
+        so the last QUERIES_KEPT questions' vectors are kept."""
+        if len(texts) != 1:
+            return self.embed(texts)
+        with self._queries_lock:
+            vector = self._queries.get(texts[0])
+            if vector is not None:
+                self._queries.move_to_end(texts[0])
+        if vector is None:
+            vector = self.embed(texts)[0]
+            with self._queries_lock:
+                self._queries[texts[0]] = vector
+                while len(self._queries) > QUERIES_KEPT:
+                    self._queries.popitem(last=False)
+        return vector[None, :].copy()
+
+
+QUERIES_KEPT = 16
+
+
+def fitted_batch(n: int, largest: int, smallest: int = 8) -> int:
+    """Texts per model call for n texts. sentence-transformers sorts the texts by length and pads each batch
+    to its longest, so a few dozen short texts of mixed lengths in one batch of 64 (the ~25-45 sentences of
+    a question's passages, embedded for the sentence selection) are mostly padding. Measured reason: those
+    sentences over the 20-paper PDF corpus took 0.69-0.77 s p50 in batches of 64 and 0.42-0.45 s in batches
+    of 8, same vectors to 1e-7, beside one other CPU-bound job (docs/notes/2026-12-05-document-piles-2.md).
+    At least 4 batches, each of `smallest` to `largest` texts; many texts (an ingest) keep `largest`."""
+    return max(min(smallest, largest), min(largest, n // 4))
 
 
 class OnnxEmbedder:
@@ -191,8 +222,9 @@ class OnnxEmbedder:
     def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths share a batch
-        for start in range(0, len(texts), self.batch_size):
-            rows = order[start:start + self.batch_size]
+        step = fitted_batch(len(texts), self.batch_size)
+        for start in range(0, len(texts), step):
+            rows = order[start:start + step]
             enc = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
                                  max_length=self.max_length, return_tensors="np")
             feeds = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}

@@ -1,0 +1,50 @@
+"""Embedders: batches fitted to the texts' number, and a question embedded once."""
+import numpy as np
+import pytest
+
+from rag.models.embedding import QUERIES_KEPT, fitted_batch
+
+
+def test_few_texts_get_small_batches_and_an_ingest_keeps_the_largest():
+    assert fitted_batch(26, 64) == 8  # the sentences of one question's passages
+    assert fitted_batch(40, 64) == 10
+    assert fitted_batch(1, 64) == 8
+    assert fitted_batch(256, 64) == 64  # an ingest's full batches
+    assert fitted_batch(10_000, 64) == 64
+    assert fitted_batch(3, 4) == 4  # never more than asked for
+    assert all(1 <= fitted_batch(n, 64) <= 64 for n in range(0, 500))
+
+
+SENTENCES = ["Niger's junta ordered the Americans to leave.",
+             "The United States will withdraw about 1,000 troops from the country by September.",
+             "Washington spent $110 million on a drone base near Agadez, in the north of the Sahel desert.",
+             "Russia sent instructors.", "Drones flew from the base for years, watching jihadist groups."] * 6
+
+
+@pytest.mark.integration
+def test_fitted_batches_give_the_vectors_of_one_big_batch(real_embedder):
+    small = real_embedder.embed(SENTENCES)  # 30 texts: batches of 8
+    big = real_embedder.model.encode(SENTENCES, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    assert small.shape == (30, real_embedder.dim)
+    assert np.allclose(small, big, atol=1e-5)
+
+
+@pytest.mark.integration
+def test_a_question_is_embedded_once_and_the_cache_stays_small(real_embedder, monkeypatch):
+    calls = []
+    encode = real_embedder.model.encode
+    monkeypatch.setattr(real_embedder.model, "encode", lambda texts, **kw: calls.append(list(texts)) or encode(texts, **kw))
+    question = "How much did the drone base near Agadez cost to build?"
+    first = real_embedder.embed_query([question])
+    second = real_embedder.embed_query([question])
+    assert len(calls) == 1
+    assert np.array_equal(first, second) and first.shape == (1, real_embedder.dim)
+    assert np.allclose(first, real_embedder.embed([question]), atol=1e-6)
+    first[0, 0] = 99.0  # the caller's copy, not the kept vector
+    assert real_embedder.embed_query([question])[0, 0] != 99.0
+    for i in range(QUERIES_KEPT + 3):
+        real_embedder.embed_query([f"question number {i}?"])
+    assert len(real_embedder._queries) == QUERIES_KEPT
+    assert question not in real_embedder._queries  # the oldest went first
+    two = real_embedder.embed_query(["a", "b"])  # several at once: embedded, not kept
+    assert two.shape == (2, real_embedder.dim)
