@@ -113,7 +113,7 @@ class Asker:
         if settings.diversity > 0:
             retriever = DiverseRetriever(retriever, store, embedder, settings.diversity, pool=CANDIDATE_POOL)
         # auto: a corpus too big for the prompt gets tight passages (the sentences near the question)
-        selector = (SentenceSelector(embedder, settings.context_words)
+        selector = (SentenceSelector(embedder, settings.context_words, settings.context_word_weight)
                     if settings.context in ("sentences", "auto") else None)
         corpus = (WholeCorpus(store, embedder, settings.corpus_max_words)
                   if settings.context in ("auto", "corpus") else None)

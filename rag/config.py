@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     context: ContextKind = "auto"
     corpus_max_words: int = Field(1500, ge=0, le=100_000)  # 0 = never show the corpus whole
     context_words: int = Field(60, ge=10, le=1000)  # per passage, when context = sentences
+    # Choosing those sentences: cosine to the question + this x the share of the question's content words in
+    # the sentence (rag/answer/context.py; 0 = cosine only)
+    context_word_weight: float = Field(0.0, ge=0.0, le=2.0)
     answer_style: AnswerStyle = "sentence"  # sentence | short (just the answering words, cited)
     support: SupportKind = "lexical"  # lexical | embedding (also accept close paraphrases; rag/answer/citations.py)
     # document: retrieved passages in the order of their files (stable, so consecutive prompts share

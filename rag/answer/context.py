@@ -9,19 +9,27 @@ from __future__ import annotations
 
 import numpy as np
 
+from rag.errors import ConfigError
 from rag.models.embedding import Embedder
 from rag.store.interface import Store
-from rag.text import split_sentences
+from rag.text import content_words, split_sentences
 from rag.types import Passage
 
 
 class SentenceSelector:
     """For each passage: the sentence most similar to the question, widened with its neighbours up to
-    `max_words`."""
+    `max_words`.
 
-    def __init__(self, embedder: Embedder, max_words: int = 60) -> None:
+    A sentence's score is its cosine to the question plus `word_weight` times the share of the question's
+    content words (stemmed, no stop words: `rag.text.content_words`) that it contains. Embeddings blur the
+    names and rare terms a question asks about, as in retrieval (hence hybrid retrieval)."""
+
+    def __init__(self, embedder: Embedder, max_words: int = 60, word_weight: float = 0.0) -> None:
+        if word_weight < 0:
+            raise ConfigError(f"word_weight={word_weight} must be 0 or more")
         self.embedder = embedder
         self.max_words = max_words
+        self.word_weight = word_weight
 
     def select(self, question: str, passages: list[Passage]) -> list[Passage]:
         spans = [split_sentences(p.text, offset=p.start) for p in passages]
@@ -29,6 +37,10 @@ class SentenceSelector:
         if not texts:
             return passages
         sims = self.embedder.embed(texts) @ self.embedder.embed_query([question])[0]
+        asked = content_words(question) if self.word_weight else set()
+        if asked:
+            sims = sims + self.word_weight * np.array([len(asked & content_words(t)) / len(asked) for t in texts],
+                                                      dtype=np.float32)
         out: list[Passage] = []
         i = 0
         for p, ss in zip(passages, spans):

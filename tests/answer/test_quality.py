@@ -66,6 +66,41 @@ def test_selector_keeps_the_relevant_sentence_with_exact_offsets():
     assert selected.score == 0.7 and selected.chunk is chunk
 
 
+class BlurEmbedder(FakeEmbedder):
+    """Every text gets the same vector: only the question's words can tell the sentences apart."""
+
+    def embed(self, texts, progress=False):
+        self.calls.append(list(texts))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        out[:, 0] = 1.0
+        return out
+
+
+def test_the_question_s_words_pick_the_sentence_when_the_embedding_cannot_tell():
+    doc = ("The mission began in 2013 with a small team. Officials praised the cooperation. "
+           "Enfuvirtide is the first HIV fusion inhibitor approved for treatment. The report ends here.")
+    chunk = Chunk(id=0, doc_id="d", source="/d.txt", text=doc, start=0, end=len(doc))
+    question = "What is Enfuvirtide?"
+    blind, = SentenceSelector(BlurEmbedder(dim=8), max_words=12).select(question, [Passage.of(chunk, 0.5)])
+    assert "Enfuvirtide" not in blind.text  # cosine ties: the first sentence wins
+    picked, = SentenceSelector(BlurEmbedder(dim=8), max_words=12, word_weight=0.2).select(
+        question, [Passage.of(chunk, 0.5)])
+    assert picked.text.startswith("Enfuvirtide is the first HIV fusion inhibitor")
+    assert doc[picked.start:picked.end] == picked.text
+    with pytest.raises(ConfigError, match="word_weight=-0.1"):
+        SentenceSelector(BlurEmbedder(), word_weight=-0.1)
+
+
+def test_context_word_weight_reaches_the_selector(tmp_path):
+    from rag.pipeline import RAG
+
+    rag = RAG.open(tmp_path / "idx", Settings(index_dir=tmp_path / "idx", context="sentences", context_word_weight=0.3),
+                   embedder=FakeEmbedder(), seed=False)
+    assert rag.selector.word_weight == 0.3
+    with pytest.raises(Exception, match="context_word_weight"):
+        Settings(context_word_weight=-1)
+
+
 def test_mmr_skips_a_near_duplicate_of_what_it_already_picked():
     a = np.array([1.0, 0.0, 0.0]); b = np.array([0.99, 0.141, 0.0]); c = np.array([0.0, 0.0, 1.0])
     vectors = np.stack([a, b / np.linalg.norm(b), c]).astype(np.float32)
