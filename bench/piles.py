@@ -307,7 +307,7 @@ def main() -> int:
     if args.embed_sweep:
         result["embed_sweep"] = embed_sweep(rag)
     if args.questions == 0:
-        print(json.dumps(result)) if args.json else None
+        emit(result, args.out, args.json)
         return 0
     questions = covid_questions(COVID_QA, doc_ids, args.questions + 1)
     competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.competitor else None
