@@ -32,7 +32,7 @@ from rag.answer.retrieval import (
 from rag.answer.scope import resolve_scope
 from rag.config import Settings
 from rag.errors import InputError
-from rag.models.embedding import Embedder
+from rag.models.embedding import Embedder, sentence_embedder
 from rag.models.model_lock import ModelLock
 from rag.store.interface import Store
 from rag.types import Answer, Passage
@@ -113,7 +113,8 @@ class Asker:
         if settings.diversity > 0:
             retriever = DiverseRetriever(retriever, store, embedder, settings.diversity, pool=CANDIDATE_POOL)
         # auto: a corpus too big for the prompt gets tight passages (the sentences near the question)
-        selector = (SentenceSelector(embedder, settings.context_words, settings.context_word_weight)
+        selector = (SentenceSelector(sentence_embedder(embedder, settings.sentence_embedder), settings.context_words,
+                                     settings.context_word_weight)
                     if settings.context in ("sentences", "auto") else None)
         corpus = (WholeCorpus(store, embedder, settings.corpus_max_words)
                   if settings.context in ("auto", "corpus") else None)

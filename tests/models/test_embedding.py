@@ -48,3 +48,34 @@ def test_a_question_is_embedded_once_and_the_cache_stays_small(real_embedder, mo
     assert question not in real_embedder._queries  # the oldest went first
     two = real_embedder.embed_query(["a", "b"])  # several at once: embedded, not kept
     assert two.shape == (2, real_embedder.dim)
+
+
+def test_sentence_embedder_is_the_same_or_names_what_int8_needs():
+    from rag.errors import ConfigError
+    from rag.models.embedding import sentence_embedder
+    from rag.testing import FakeEmbedder
+
+    fake = FakeEmbedder()
+    assert sentence_embedder(fake, "same") is fake
+    with pytest.raises(ConfigError, match="all-MiniLM-L6-v2 on embed_backend 'torch', not 'fake-embedder'"):
+        sentence_embedder(fake, "int8")
+    with pytest.raises(ConfigError, match="'fp16' is not known; valid: 'same', 'int8'"):
+        sentence_embedder(fake, "fp16")
+
+
+@pytest.mark.integration
+def test_the_int8_copy_is_shared_near_and_leaves_the_original_alone(real_embedder):
+    from rag.models.embedding import sentence_embedder
+
+    before = real_embedder.embed(SENTENCES[:5])
+    quick = sentence_embedder(real_embedder, "int8")
+    assert quick is real_embedder.int8() and quick.model is not real_embedder.model
+    assert quick.name == "all-MiniLM-L6-v2+int8" and real_embedder.name == "all-MiniLM-L6-v2"
+    assert np.array_equal(real_embedder.embed(SENTENCES[:5]), before)  # the index's embedder is untouched
+    near = quick.embed(SENTENCES[:5])
+    cosines = (near * before).sum(axis=1)
+    assert near.shape == before.shape and np.allclose(np.linalg.norm(near, axis=1), 1.0, atol=1e-5)
+    assert cosines.min() > 0.8 and not np.allclose(near, before, atol=1e-3)
+    question = quick.embed_query(["How much did the drone base cost?"])[0]
+    assert int(np.argmax(near @ question)) == int(np.argmax(before @ real_embedder.embed_query(
+        ["How much did the drone base cost?"])[0])) == 2
