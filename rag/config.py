@@ -69,7 +69,7 @@ IndexType = Literal["auto", "flat", "hnsw", "ivf"]
 RetrievalKind = Literal["hybrid", "dense"]
 ContextKind = Literal["auto", "corpus", "chunk", "sentences"]
 AnswerStyle = Literal["sentence", "short"]
-SentenceEmbedderKind = Literal["same", "int8"]
+SentenceEmbedderKind = Literal["auto", "same", "int8"]
 SupportKind = Literal["lexical", "embedding"]
 PassageOrder = Literal["document", "best_first", "best_last"]
 QueryRewrite = Literal["off", "hyde"]
@@ -151,11 +151,13 @@ class Settings(BaseSettings):
     corpus_max_words: int = Field(1500, ge=0, le=100_000)  # 0 = never show the corpus whole
     context_words: int = Field(60, ge=10, le=1000)  # per passage, when context = sentences
     # Choosing those sentences: cosine to the question + this x the share of the question's content words in
-    # the sentence (rag/answer/context.py; 0 = cosine only)
-    context_word_weight: float = Field(0.0, ge=0.0, le=2.0)
-    # and the embedder that ranks them: same (the index's) | int8 (its int8 copy, ~2.5x faster, near vectors;
-    # the torch MiniLM only: rag/models/embedding.py)
-    sentence_embedder: SentenceEmbedderKind = "same"
+    # the sentence (rag/answer/context.py; 0 = cosine only), ranked by the embedder `sentence_embedder`: auto
+    # (int8 where the embedder has such a copy, else same) | same (the index's) | int8 (its int8 copy, ~2.5x
+    # faster, near vectors; the torch MiniLM only: rag/models/embedding.py). 0.2 with int8 against 0 with same, paired on the same items: COVID-59 2 / 0
+    # (contains 0.424 -> 0.458), SQuAD-150 6 / 2 (p = 0.29), retrieval p50 0.49 -> 0.19 s and 0.26 -> 0.11 s
+    # (docs/notes/2026-12-05-document-piles-2.md)
+    context_word_weight: float = Field(0.2, ge=0.0, le=2.0)
+    sentence_embedder: SentenceEmbedderKind = "auto"
     answer_style: AnswerStyle = "sentence"  # sentence | short (just the answering words, cited)
     support: SupportKind = "lexical"  # lexical | embedding (also accept close paraphrases; rag/answer/citations.py)
     # document: retrieved passages in the order of their files (stable, so consecutive prompts share

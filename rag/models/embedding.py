@@ -201,12 +201,14 @@ QUERIES_KEPT = 16
 
 def sentence_embedder(embedder: Embedder, kind: str) -> Embedder:
     """The embedder that ranks a passage's sentences (setting `sentence_embedder`): the same one, or its int8
-    copy (`SentenceTransformerEmbedder.int8`, the torch MiniLM only)."""
+    copy (`SentenceTransformerEmbedder.int8`, the torch MiniLM only); "auto" takes the copy where there is one."""
     if kind == "same":
         return embedder
-    if kind != "int8":
-        raise ConfigError(f"sentence_embedder={kind!r} is not known; valid: 'same', 'int8'")
+    if kind not in ("auto", "int8"):
+        raise ConfigError(f"sentence_embedder={kind!r} is not known; valid: 'auto', 'same', 'int8'")
     make = getattr(embedder, "int8", None)
+    if make is None and kind == "auto":
+        return embedder
     if make is None:
         raise ConfigError(f"sentence_embedder='int8' needs all-MiniLM-L6-v2 on embed_backend 'torch', not "
                           f"{embedder.name!r}; use sentence_embedder='same'")

@@ -57,9 +57,10 @@ def test_sentence_embedder_is_the_same_or_names_what_int8_needs():
 
     fake = FakeEmbedder()
     assert sentence_embedder(fake, "same") is fake
+    assert sentence_embedder(fake, "auto") is fake  # no int8 copy: the same one
     with pytest.raises(ConfigError, match="all-MiniLM-L6-v2 on embed_backend 'torch', not 'fake-embedder'"):
         sentence_embedder(fake, "int8")
-    with pytest.raises(ConfigError, match="'fp16' is not known; valid: 'same', 'int8'"):
+    with pytest.raises(ConfigError, match="'fp16' is not known; valid: 'auto', 'same', 'int8'"):
         sentence_embedder(fake, "fp16")
 
 
@@ -69,7 +70,8 @@ def test_the_int8_copy_is_shared_near_and_leaves_the_original_alone(real_embedde
 
     before = real_embedder.embed(SENTENCES[:5])
     quick = sentence_embedder(real_embedder, "int8")
-    assert quick is real_embedder.int8() and quick.model is not real_embedder.model
+    assert quick is real_embedder.int8() is sentence_embedder(real_embedder, "auto")
+    assert quick.model is not real_embedder.model
     assert quick.name == "all-MiniLM-L6-v2+int8" and real_embedder.name == "all-MiniLM-L6-v2"
     assert np.array_equal(real_embedder.embed(SENTENCES[:5]), before)  # the index's embedder is untouched
     near = quick.embed(SENTENCES[:5])
